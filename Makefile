@@ -1,0 +1,55 @@
+# support-models: make help lists every target.
+# On a fresh machine `make report` and `make test` install what they need.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+RAW    := data/raw
+PROC   := data/processed
+REPORTS := reports
+
+RAW_FILES  := $(RAW)/frame_districts.csv $(RAW)/frame_schools.csv $(RAW)/district_survey.xlsx $(RAW)/teacher_survey.csv
+CODE       := $(shell find analysis -name '*.py' -o -name '*.yaml' 2>/dev/null)
+PROCESSED  := $(PROC)/teachers.parquet $(PROC)/districts.parquet $(PROC)/flow.csv $(PROC)/manifest.json
+
+.DEFAULT_GOAL := help
+.PHONY: help env data data-raw analysis report test lint clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+env: $(STAMP) ## create .venv from the lock file (when missing or stale)
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e . \
+	  || $(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $(STAMP)
+
+data: $(PROCESSED) ## clean data/raw into data/processed (teachers, districts, flow, log)
+
+$(PROCESSED) &: $(STAMP) $(RAW_FILES) $(CODE)
+	$(PY) -m analysis clean --raw $(RAW) --processed $(PROC)
+
+data-raw: $(STAMP) ## regenerate the bundled synthetic raw data (byte-identical)
+	$(PY) -m analysis simulate --out $(RAW)
+
+analysis: report ## fit the models (same as report for now)
+
+report: $(REPORTS)/results.json ## run the whole pipeline: results.json and figures in reports/
+
+$(REPORTS)/results.json: $(PROCESSED) $(CODE)
+	$(PY) -m analysis report --processed $(PROC) --reports $(REPORTS)
+
+test: $(STAMP) ## run the test suite
+	$(PY) -m pytest -q
+
+lint: $(STAMP) ## ruff
+	$(VENV)/bin/ruff check analysis tests
+
+clean: ## remove outputs (data/processed and reports), keep .venv and data/raw
+	find $(PROC) -mindepth 1 ! -name README.md -delete 2>/dev/null || true
+	find $(REPORTS) -mindepth 1 ! -name README.md -delete 2>/dev/null || true

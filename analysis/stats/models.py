@@ -1,0 +1,356 @@
+"""Design-based regression models and average marginal effects.
+
+``fit_svyglm`` fits a generalised linear model by iteratively reweighted
+least squares exactly as R's ``glm.fit`` does (same starting values, the same
+deviance convergence rule) and computes the Taylor-linearised variance of the
+coefficients as R's ``survey::svyglm`` does: the influence values
+``x_i w_i r_i A^{-1}`` (working weights and the unscaled covariance from the
+last IRLS iteration), totalled within PSUs, centred within strata, with the
+finite-population correction. Inference is t-based on the residual design
+degrees of freedom (PSUs - strata - coefficients + 1), as ``summary.svyglm``.
+
+Examples
+--------
+>>> import numpy as np, pandas as pd
+>>> from analysis.stats.design import SurveyDesign
+>>> from analysis.stats.models import fit_svyglm
+>>> rng = np.random.default_rng(0)
+>>> df = pd.DataFrame({"x": rng.normal(size=400), "psu": np.repeat(np.arange(40), 10),
+...                    "w": rng.uniform(1, 3, 400)})
+>>> df["y"] = (rng.uniform(size=400) < 1 / (1 + np.exp(-df["x"]))).astype(float)
+>>> fit = fit_svyglm("y ~ x", design=SurveyDesign(df, weights="w", psu="psu"))
+>>> fit.tidy()["term"].tolist()
+['Intercept', 'x']
+>>> bool(fit.tidy()["ci_low"].iloc[1] > 0)
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import patsy
+from scipy import special, stats
+
+from analysis.stats.design import SurveyDesign
+
+TIDY_COLUMNS = ["term", "estimate", "std_error", "statistic", "df", "p_value", "ci_low",
+                "ci_high", "n"]
+
+
+# ---------------------------------------------------------------------------
+# Families (the parts of R's family objects that glm.fit uses)
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Family:
+    name: str
+    linkinv: callable
+    mu_eta: callable
+    variance: callable
+    dev_resids: callable
+    mustart: callable
+    link: callable
+
+
+def _binomial_dev(y, mu, w):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = np.where(y > 0, y * np.log(y / mu), 0.0)
+        b = np.where(y < 1, (1 - y) * np.log((1 - y) / (1 - mu)), 0.0)
+    return 2 * w * (a + b)
+
+
+_EPS = np.finfo(float).eps
+BINOMIAL = Family(
+    name="quasibinomial",
+    linkinv=lambda eta: np.clip(special.expit(eta), _EPS, 1 - _EPS),
+    mu_eta=lambda eta: np.maximum(np.exp(-np.abs(eta)) / (1 + np.exp(-np.abs(eta))) ** 2, _EPS),
+    variance=lambda mu: mu * (1 - mu),
+    dev_resids=_binomial_dev,
+    mustart=lambda y, w: (w * y + 0.5) / (w + 1),
+    link=special.logit,
+)
+GAUSSIAN = Family(
+    name="gaussian",
+    linkinv=lambda eta: eta,
+    mu_eta=lambda eta: np.ones_like(eta),
+    variance=lambda mu: np.ones_like(mu),
+    dev_resids=lambda y, mu, w: w * (y - mu) ** 2,
+    mustart=lambda y, w: y.astype(float),
+    link=lambda mu: mu,
+)
+FAMILIES = {"quasibinomial": BINOMIAL, "binomial": BINOMIAL, "gaussian": GAUSSIAN}
+
+
+@dataclass
+class IRLSResult:
+    coef: np.ndarray
+    eta: np.ndarray
+    mu: np.ndarray
+    working_weights: np.ndarray      # from the last iteration (as R's glm$weights)
+    working_residuals: np.ndarray    # (y - mu) / mu.eta(eta) at the final fit
+    cov_unscaled: np.ndarray         # (X' W X)^-1 from the last iteration
+    iterations: int
+    converged: bool
+    deviance: float
+
+
+def irls(X: np.ndarray, y: np.ndarray, prior_weights: np.ndarray, family: Family, *,
+         maxit: int = 25, epsilon: float = 1e-8) -> IRLSResult:
+    """Iteratively reweighted least squares, step for step as R's ``glm.fit``."""
+    mu = family.mustart(y, prior_weights)
+    eta = family.link(mu)
+    dev_old = float(np.sum(family.dev_resids(y, mu, prior_weights)))
+    converged = False
+    for it in range(1, maxit + 1):  # noqa: B007 (the count is returned)
+        mu_eta = family.mu_eta(eta)
+        z = eta + (y - mu) / mu_eta
+        w = np.sqrt(prior_weights * mu_eta ** 2 / family.variance(mu))
+        q, r = np.linalg.qr(X * w[:, None])
+        coef = np.linalg.solve(r, q.T @ (z * w))
+        eta = X @ coef
+        mu = family.linkinv(eta)
+        dev = float(np.sum(family.dev_resids(y, mu, prior_weights)))
+        if abs(dev - dev_old) / (abs(dev) + 0.1) < epsilon:
+            converged = True
+            break
+        dev_old = dev
+    r_inv = np.linalg.inv(r)
+    return IRLSResult(coef=coef, eta=eta, mu=mu, working_weights=w ** 2,
+                      working_residuals=(y - mu) / family.mu_eta(eta),
+                      cov_unscaled=r_inv @ r_inv.T, iterations=it, converged=converged,
+                      deviance=dev)
+
+
+# ---------------------------------------------------------------------------
+# Design-based GLM
+# ---------------------------------------------------------------------------
+_EVAL_ENV = patsy.EvalEnvironment([{"np": np}])
+
+
+@dataclass
+class ModelFit:
+    """A fitted design-based GLM: coefficients, variance and what is needed for margins."""
+
+    formula: str
+    family: Family
+    design: SurveyDesign
+    coef: pd.Series
+    vcov: pd.DataFrame
+    df_resid: int
+    used: np.ndarray                 # boolean mask of the design rows in the fit
+    design_info: patsy.DesignInfo
+    beta_influence: np.ndarray       # (n_design, p) influence values of the coefficients
+    irls: IRLSResult
+    variance: str = "taylor"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return int(self.used.sum())
+
+    def tidy(self, *, level: float = 0.95) -> pd.DataFrame:
+        """Coefficient table: ``term, estimate, std_error, statistic, df, p_value, ci_low,
+        ci_high, n``."""
+        se = np.sqrt(np.diag(self.vcov.to_numpy()))
+        return _tidy(self.coef.index, self.coef.to_numpy(), se, self.df_resid, level, self.n)
+
+    def _frame(self) -> pd.DataFrame:
+        return self.design.data.loc[self.used]
+
+    def _weights(self) -> np.ndarray:
+        return self.design.w[self.used]
+
+    def predicted_rates(self, variable: str, *, levels: list | None = None,
+                        level: float = 0.95) -> pd.DataFrame:
+        """Average predicted outcome with ``variable`` set to each level (g-computation).
+
+        Each rate is the weighted mean over the analysed rows of the prediction
+        with everyone's ``variable`` set to that level; its variance combines
+        the coefficients' influence and the sampling of the covariates
+        (design-based, "unconditional" delta method).
+
+        Returns
+        -------
+        DataFrame
+            ``level, estimate, std_error, ci_low, ci_high, n`` (``n``: rows whose
+            observed value is that level).
+        """
+        est, infl, levels = self._counterfactual(variable, levels)
+        var = self.design.variance(infl)
+        se = np.sqrt(np.diag(var))
+        frame = self._frame()
+        counts = frame[variable].astype(object).value_counts()
+        out = _tidy(levels, est, se, self.df_resid, level,
+                    [int(counts.get(lv, 0)) for lv in levels])
+        return out.rename(columns={"term": "level"}).drop(columns=["statistic", "p_value"])
+
+    def ame(self, variable: str, *, reference, level: float = 0.95) -> pd.DataFrame:
+        """Average marginal effect of each level of ``variable`` against ``reference``.
+
+        Returns
+        -------
+        DataFrame
+            ``level, estimate, std_error, statistic, df, p_value, ci_low, ci_high, n``
+            on the outcome scale (a probability difference for a binary outcome).
+        """
+        est, infl, levels = self._counterfactual(variable, None)
+        ref = levels.index(reference)
+        others = [j for j in range(len(levels)) if j != ref]
+        diff = est[others] - est[ref]
+        d_infl = infl[:, others] - infl[:, [ref]]
+        se = np.sqrt(np.diag(self.design.variance(d_infl)))
+        frame = self._frame()
+        counts = frame[variable].astype(object).value_counts()
+        out = _tidy([levels[j] for j in others], diff, se, self.df_resid, level,
+                    [int(counts.get(levels[j], 0)) for j in others])
+        return out.rename(columns={"term": "level"})
+
+    def _counterfactual(self, variable, levels):
+        frame = self._frame()
+        col = frame[variable]
+        levels = list(levels or (col.cat.categories if hasattr(col, "cat") else
+                                 sorted(col.unique())))
+        w = self._weights()
+        total_w = w.sum()
+        beta = self.coef.to_numpy()
+        est = np.empty(len(levels))
+        infl = np.zeros((len(self.design.data), len(levels)))
+        rows = np.flatnonzero(self.used)
+        for j, lv in enumerate(levels):
+            cf = frame.copy()
+            cf[variable] = pd.Categorical([lv] * len(cf), categories=col.cat.categories) \
+                if hasattr(col, "cat") else lv
+            (X,) = patsy.build_design_matrices([self.design_info], cf,
+                                               NA_action="raise")
+            X = np.asarray(X)
+            eta = X @ beta
+            pred = self.family.linkinv(eta)
+            est[j] = np.sum(w * pred) / total_w
+            grad = (w * self.family.mu_eta(eta)) @ X / total_w
+            infl[rows, j] = w * (pred - est[j]) / total_w
+            infl[:, j] += self.beta_influence @ grad
+        return est, infl, levels
+
+    def contrast(self, weights: dict[str, float], *, level: float = 0.95) -> pd.DataFrame:
+        """Linear combination of coefficients, e.g. ``{"a": 1, "b": -1}``."""
+        L = np.array([weights.get(t, 0.0) for t in self.coef.index])
+        est = float(L @ self.coef.to_numpy())
+        se = float(np.sqrt(L @ self.vcov.to_numpy() @ L))
+        label = " + ".join(f"{v:g}*{k}" for k, v in weights.items())
+        return _tidy([label], np.array([est]), np.array([se]), self.df_resid, level, self.n)
+
+    def summary(self) -> str:
+        t = self.tidy()
+        head = (f"Design-based GLM ({self.family.name}, {self.variance} variance)\n"
+                f"{self.formula}\n"
+                f"n = {self.n}, PSUs = {self.design.n_psu}, strata = {self.design.n_strata}, "
+                f"residual df = {self.df_resid}\n")
+        return head + t.to_string(index=False)
+
+
+def _tidy(terms, est, se, df, level, n) -> pd.DataFrame:
+    est = np.asarray(est, dtype=float)
+    se = np.asarray(se, dtype=float)
+    stat = est / se
+    q = stats.t.ppf(0.5 + level / 2, df)
+    return pd.DataFrame({
+        "term": list(terms), "estimate": est, "std_error": se, "statistic": stat, "df": df,
+        "p_value": 2 * stats.t.sf(np.abs(stat), df), "ci_low": est - q * se,
+        "ci_high": est + q * se, "n": n,
+    })[TIDY_COLUMNS]
+
+
+def model_frame(formula: str, data: pd.DataFrame):
+    """Outcome, design matrix and the mask of complete cases for ``formula``."""
+    y, X = patsy.dmatrices(formula, data, eval_env=_EVAL_ENV, NA_action="drop",
+                           return_type="dataframe")
+    used = data.index.isin(X.index)
+    return y.iloc[:, 0].to_numpy(dtype=float), X, used
+
+
+def fit_svyglm(formula: str, *, design: SurveyDesign, family: str = "quasibinomial"
+               ) -> ModelFit:
+    """Fit a design-based GLM on complete cases (a domain of the full design).
+
+    Parameters
+    ----------
+    formula : str
+        statsmodels/patsy formula, e.g. the codebook's M1.
+    design : SurveyDesign
+        The full design; rows with a missing model variable are left out of
+        the fit but keep their PSUs and strata, as R's ``svyglm`` does.
+    family : {"quasibinomial", "gaussian"}
+
+    Returns
+    -------
+    ModelFit
+    """
+    fam = FAMILIES[family]
+    data = design.data
+    if not data.index.is_unique:
+        raise ValueError("the design data needs a unique index")
+    y, X, used = model_frame(formula, data)
+    w = design.w[used]
+    prior = w / w.mean()
+    res = irls(X.to_numpy(), y, prior, fam)
+    score = X.to_numpy() * (res.working_weights * res.working_residuals)[:, None]
+    influence = np.zeros((len(data), X.shape[1]))
+    influence[used] = score @ res.cov_unscaled
+    vcov = design.variance(influence)
+    p = X.shape[1]
+    return ModelFit(
+        formula=formula, family=fam, design=design,
+        coef=pd.Series(res.coef, index=X.columns),
+        vcov=pd.DataFrame(vcov, index=X.columns, columns=X.columns),
+        df_resid=design.domain_degrees_of_freedom(used) + 1 - p, used=used,
+        design_info=X.design_info, beta_influence=influence, irls=res)
+
+
+# ---------------------------------------------------------------------------
+# The study's models
+# ---------------------------------------------------------------------------
+def study_design(teachers: pd.DataFrame, *, lonely_psu: str = "fail") -> SurveyDesign:
+    """The study's design (instrument section 6): strata, district PSUs, FPC, weights."""
+    from analysis.study.codebook import load_codebook
+
+    d = load_codebook().design
+    return SurveyDesign(teachers.reset_index(drop=True), weights=d["weight"], strata=d["strata"],
+                        psu=d["psu"], fpc=d["fpc"], fpc_type="count", lonely_psu=lonely_psu)
+
+
+def model_data(teachers: pd.DataFrame) -> pd.DataFrame:
+    """Teachers ready for the models: ``support_model`` limited to the six models.
+
+    Districts whose D1 answer stayed ``other`` (unmapped) have no support
+    model for the models and are left out as incomplete cases.
+    """
+    from analysis.study.codebook import load_codebook
+
+    codes = load_codebook().support_model_codes()
+    out = teachers.reset_index(drop=True).copy()
+    out["support_model"] = pd.Categorical(out["support_model"].astype(object)
+                                          .where(out["support_model"].isin(codes)),
+                                          categories=codes)
+    return out
+
+
+def fit_study_model(teachers: pd.DataFrame, name: str = "M1") -> ModelFit:
+    """Fit one of the codebook's models (M1 by default) on the study design.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> from analysis.data.clean import clean_study
+    >>> fit = fit_study_model(clean_study(Path("data/raw")).teachers)
+    >>> ame = fit.ame("support_model", reference="tech_support_only")
+    >>> ame["level"].tolist()
+    ['pay_and_pray', 'vanguard', 'consultant', 'director', 'coaching']
+    """
+    from analysis.study.codebook import load_codebook
+
+    cb = load_codebook()
+    spec = cb.model_spec(name)
+    design = study_design(model_data(teachers))
+    return fit_svyglm(cb.model_formula(name), design=design, family=spec["family"])
