@@ -38,6 +38,25 @@ def _report(args) -> None:
     print(f"wrote {out}")
 
 
+def _weights(args) -> None:
+    import pandas as pd
+
+    from analysis.data.weights import weights_report
+
+    processed = Path(args.processed)
+    for name, weight, table in (("teachers", "weight", "teachers.parquet"),
+                                ("districts", "district_weight", "districts.parquet")):
+        path = processed / table
+        if not path.exists():
+            raise InputError(path, "not found", hint="run `make data` first")
+        data = pd.read_parquet(path)
+        print(f"\n{name} ({weight}), by stratum:")
+        report = pd.concat([weights_report(data, weights=weight),
+                            weights_report(data, weights=weight, by="stratum")
+                            .rename(columns={"stratum": "group"})], ignore_index=True)
+        print(report.to_string(index=False, float_format=lambda v: f"{v:,.3f}"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -54,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--raw", default=str(config.RAW_DIR))
     p.add_argument("--processed", default=str(config.PROCESSED_DIR))
     p.set_defaults(func=_clean)
+
+    p = sub.add_parser("weights", help="weights report: sum, CV, Kish n_eff, deff by stratum")
+    p.add_argument("--processed", default=str(config.PROCESSED_DIR))
+    p.set_defaults(func=_weights)
 
     p = sub.add_parser("report", help="processed tables -> results.json and figures")
     p.add_argument("--processed", default=str(config.PROCESSED_DIR))

@@ -47,3 +47,7 @@ def write_study(out_dir, *, seed: int = 101, teachers=None, districts=None):
     simulate.write_form_xlsx(d, out_dir / "district_survey.xlsx")
     simulate.write_qualtrics_csv(t, out_dir / "teacher_survey.csv")
     return out_dir
+
+#: Design variables of the bundled study as stored in tests/reference/design_data.csv.gz.
+DESIGN_COLUMNS = ["response_id", "district_id", "school_id", "stratum", "fpc_districts",
+                  "weight", "support_model", "samr_level", "non_substitutive", "frl_pct"]

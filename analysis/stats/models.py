@@ -241,6 +241,23 @@ class ModelFit:
         label = " + ".join(f"{v:g}*{k}" for k, v in weights.items())
         return _tidy([label], np.array([est]), np.array([se]), self.df_resid, level, self.n)
 
+    def wald_test(self, terms: list[str] | None = None, *, L=None) -> pd.DataFrame:
+        """Design-based Wald F test that the named coefficients (or ``L @ b``) are zero.
+
+        As R's ``regTermTest(..., method="Wald")``: F on (q, residual df).
+        Terms may be given by a prefix (``"C(support_model"`` tests all its levels).
+        """
+        from analysis.stats.design import wald_test
+
+        names = list(self.coef.index)
+        if L is None:
+            picked = [i for i, t in enumerate(names) if any(t.startswith(p) for p in terms)]
+            if not picked:
+                raise KeyError(f"no coefficient matches {terms!r}")
+            L = np.zeros((len(picked), len(names)))
+            L[np.arange(len(picked)), picked] = 1.0
+        return wald_test(self.coef.to_numpy(), self.vcov.to_numpy(), L, df=self.df_resid)
+
     def summary(self) -> str:
         t = self.tidy()
         head = (f"Design-based GLM ({self.family.name}, {self.variance} variance)\n"
