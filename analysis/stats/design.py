@@ -130,7 +130,8 @@ class _Estimators:
         return y, ~np.isnan(y)
 
     # -- estimators -------------------------------------------------------------
-    def total(self, column: str, *, by=None, level: float = 0.95) -> pd.DataFrame:
+    def total(self, column: str, *, by=None, level: float = 0.95,
+              deff: bool = False) -> pd.DataFrame:
         """Weighted total of ``column`` (within each domain of ``by``), with SE and CI.
 
         Missing values count as outside the domain (R's ``na.rm=TRUE``).
@@ -143,8 +144,10 @@ class _Estimators:
         y, ok = self._values(column)
         codes, labels, k = self._domains(by)
         cells = np.where(ok, codes, -1)
-        est, var = self._cell_estimates(np.where(ok, y, 0.0), None, cells, k, None)
-        return self._finish(labels, column, est, var, _counts(cells, k), level)
+        y0 = np.where(ok, y, 0.0)
+        est, var = self._cell_estimates(y0, None, cells, k, None)
+        d = self._deff(y0, cells, k, var, total=True) if deff else None
+        return self._finish(labels, column, est, var, _counts(cells, k), level, deff=d)
 
     def mean(self, column: str, *, by=None, level: float = 0.95,
              deff: bool = False) -> pd.DataFrame:
@@ -158,10 +161,11 @@ class _Estimators:
         cells = np.where(ok, codes, -1)
         y0 = np.where(ok, y, 0.0)
         est, var = self._cell_estimates(y0, 1.0, cells, k, np.arange(k))
-        d = self._deff_mean(y0, cells, k, est, var) if deff else None
+        d = self._deff(y0, cells, k, var) if deff else None
         return self._finish(labels, column, est, var, _counts(cells, k), level, deff=d)
 
-    def proportion(self, column: str, *, by=None, level: float = 0.95) -> pd.DataFrame:
+    def proportion(self, column: str, *, by=None, level: float = 0.95,
+                   deff: bool = False) -> pd.DataFrame:
         """Share of each level of a categorical ``column`` (within each domain of ``by``)."""
         codes, labels, k = self._domains(by)
         cat = self.data[column]
@@ -174,7 +178,13 @@ class _Estimators:
                                         np.repeat(np.arange(k), n_lev))
         big = labels.loc[labels.index.repeat(n_lev)].reset_index(drop=True)
         big["level"] = levels * k
-        out = self._finish(big, column, est, var, _counts(cells, k * n_lev), level)
+        d = None
+        if deff:
+            dom = np.where((lev >= 0) & (codes >= 0), codes, -1)
+            d = np.concatenate([self._deff((lev == j).astype(float), dom, k,
+                                           var[j::n_lev, j::n_lev]) for j in range(n_lev)])
+            d = d.reshape(n_lev, k).T.ravel()
+        out = self._finish(big, column, est, var, _counts(cells, k * n_lev), level, deff=d)
         return out[list(big.columns) + [c for c in out.columns if c not in big.columns]]
 
     def ratio(self, numerator: str, denominator: str, *, by=None,
@@ -285,16 +295,19 @@ class _Estimators:
         terms = dict(labels.to_dict(orient="list"), term=[term] * len(est))
         return _tidy(terms, est, se, self.degrees_of_freedom, level, n, deff)
 
-    def _deff_mean(self, y, cells, k, est, var) -> np.ndarray:
-        """R's deff for svymean: v / (svyvar * (N - n) / (N n)), per domain."""
+    def _deff(self, y, cells, k, var, *, total: bool = False) -> np.ndarray:
+        """R's deff: design variance over that of a simple random sample without
+        replacement, svyvar * (N - n) / (N n) for a mean (times N^2 for a total),
+        per domain."""
         ok = cells >= 0
         c = cells[ok]
-        w, yy = self.w[ok], y[ok]
+        w, yy = self.w[ok], np.broadcast_to(y, self.w.shape)[ok]
         n = np.bincount(c, minlength=k).astype(float)
         psum = np.bincount(c, weights=w, minlength=k)
-        ss = np.bincount(c, weights=w * (yy - est[c]) ** 2, minlength=k)
+        mean = np.bincount(c, weights=w * yy, minlength=k) / psum
+        ss = np.bincount(c, weights=w * (yy - mean[c]) ** 2, minlength=k)
         s2 = ss / psum * n / (n - 1)
-        vsrs = s2 * (psum - n) / (psum * n)
+        vsrs = s2 * (psum - n) / (psum * n) * (psum ** 2 if total else 1.0)
         return np.diag(var) / vsrs
 
     def _cell_estimates(self, y_num, y_den, cells, n_cells, group_of_cell):

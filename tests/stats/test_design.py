@@ -242,7 +242,8 @@ def test_domain_is_not_a_subset(apiclus1):
 def test_deff_proportion_ratio_quantile(apiclus1, apistrat):
     d = dclus1(apiclus1)
     _check(d.mean("api00", deff=True), "dclus1 mean api00 deff", extra="deff")
-    _check(d.proportion("stype"), "dclus1 proportion stype")
+    _check(d.proportion("stype", deff=True), "dclus1 proportion stype", extra="deff")
+    _check(d.total("enroll", deff=True), "dclus1 total enroll deff", extra="deff")
     _check(d.ratio("api.stu", "enroll"), "dclus1 ratio api.stu/enroll")
     q = d.quantile("api00", 0.5)
     _check(q, "dclus1 quantile api00 0.5", extra="ci_low")
