@@ -18,7 +18,9 @@ Examples
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -27,6 +29,8 @@ from typing import Any
 import yaml
 
 CODEBOOK_FILE = "codebook.yaml"
+#: Columns of the versioned "Other (please specify)" mapping table.
+OTHER_MAPPING_COLUMNS = ("mapping_version", "other_text", "support_model", "note")
 
 #: The three raw survey sources that have question columns in the codebook.
 SURVEY_SOURCES = ("district_survey", "teacher_survey")
@@ -55,11 +59,19 @@ class Column:
     digits: int | None = None
     attention_check: str | None = None
     import_id: str | None = None
+    #: other headers the same column has in other platforms' exports
+    aliases: tuple[str, ...] = ()
+    #: a column an export may lack (platform metadata that some platforms do not write)
+    required: bool = True
+    #: variables this one is computed from when the export lacks it
+    derive_from: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, source: str, entry: dict[str, Any]) -> Column:
         entry = dict(entry)
         entry.setdefault("header", entry["variable"])
+        for key in ("aliases", "derive_from"):
+            entry[key] = tuple(entry.get(key, ()))
         return cls(source=source, **entry)
 
 
@@ -112,12 +124,51 @@ class Codebook:
         """Code -> short name used in outputs."""
         return {m["code"]: m["short"] for m in self.support_models()}
 
+    def support_model_recodes(self) -> dict[int, str]:
+        """Numeric code of D1 in numeric exports -> support-model code (``other`` included)."""
+        out = {m["recode"]: m["code"] for m in self.support_models()}
+        out[self.raw["support_models"]["other_recode"]] = self.other_model_code
+        return out
+
     def support_components(self) -> list[dict[str, Any]]:
         return list(self.raw["support_components"]["levels"])
 
     @property
     def component_separator(self) -> str:
         return self.raw["support_components"]["separator"]
+
+    @property
+    def component_separators(self) -> list[str]:
+        """Separators a checkbox (D2) answer may be joined with."""
+        return list(self.raw["support_components"]["separators"])
+
+    def other_mapping(self) -> tuple[str, dict[str, str], str]:
+        """The versioned "Other (please specify)" mapping table.
+
+        Returns
+        -------
+        (version, mapping, sha256)
+            The table's version, answer text -> support-model code, and the
+            SHA-256 of the file (for the manifest).
+
+        Examples
+        --------
+        >>> version, mapping, digest = load_codebook().other_mapping()
+        >>> set(mapping.values()) <= set(load_codebook().support_model_codes())
+        True
+        """
+        name = self.raw["support_models"]["other_mapping_file"]
+        data = resources.files("analysis.study").joinpath(name).read_bytes()
+        rows = list(csv.DictReader(io.StringIO(data.decode("utf-8"))))
+        if not rows or tuple(rows[0]) != OTHER_MAPPING_COLUMNS:
+            raise ValueError(f"{name} must have the columns {', '.join(OTHER_MAPPING_COLUMNS)}")
+        versions = {r["mapping_version"] for r in rows}
+        unknown = {r["support_model"] for r in rows} - set(self.support_model_codes())
+        if len(versions) != 1 or unknown:
+            raise ValueError(f"{name}: one mapping_version for every row and support-model "
+                             f"codes of the codebook are required (found {sorted(unknown)})")
+        mapping = {r["other_text"]: r["support_model"] for r in rows}
+        return versions.pop(), mapping, hashlib.sha256(data).hexdigest()
 
     # -- scales -----------------------------------------------------------
     def scale(self, name: str) -> dict[str, Any]:
@@ -129,6 +180,25 @@ class Codebook:
 
     def scale_values(self, name: str) -> list[Any]:
         return [item["value"] for item in self.raw["scales"][name]]
+
+    def scale_codes(self, name: str) -> dict[float, Any]:
+        """Numeric code in numeric exports -> value: the ``recode`` of each label, or
+        the value itself where the value is a number.
+
+        Examples
+        --------
+        >>> load_codebook().scale_codes("agreement")[4.0]
+        4
+        >>> load_codebook().scale_codes("grade_band")[1.0]
+        'elementary'
+        """
+        out = {}
+        for item in self.raw["scales"][name]:
+            if "recode" in item:
+                out[float(item["recode"])] = item["value"]
+            elif isinstance(item["value"], int | float) and not isinstance(item["value"], bool):
+                out[float(item["value"])] = item["value"]
+        return out
 
     @property
     def samr_levels(self) -> list[str]:
@@ -179,6 +249,20 @@ class Codebook:
 
     def file_name(self, source: str) -> str:
         return self.raw[source]["file"]
+
+    def file_names(self, source: str) -> list[str]:
+        """Every file name a raw source may have (exactly one must be present)."""
+        return list(self.raw[source].get("files", [self.file_name(source)]))
+
+    @property
+    def export_formats(self) -> dict[str, Any]:
+        """How exports are laid out: header rows per format, delimiters, encodings."""
+        return dict(self.raw["export_formats"])
+
+    @property
+    def cleaning(self) -> dict[str, Any]:
+        """Thresholds of the cleaner (unknown-label share, longest logged text)."""
+        return dict(self.raw["cleaning"])
 
     # -- design and models ------------------------------------------------
     @property
