@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from analysis import config
+from analysis.data.ingest import FORMATS
 from analysis.errors import InputError
 
 
@@ -27,7 +28,9 @@ def _simulate(args) -> None:
 def _clean(args) -> None:
     from analysis.data.clean import run_clean
 
-    summary = run_clean(Path(args.raw), Path(args.processed))
+    formats = {"teacher_survey": args.teacher_format or args.format,
+               "district_survey": args.district_format or args.format}
+    summary = run_clean(Path(args.raw), Path(args.processed), formats=formats)
     print(summary)
 
 
@@ -72,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("clean", help="raw exports -> processed tables")
     p.add_argument("--raw", default=str(config.RAW_DIR))
     p.add_argument("--processed", default=str(config.PROCESSED_DIR))
+    formats = ["auto", *FORMATS]
+    p.add_argument("--format", choices=formats, default="auto",
+                   help="export format of both survey files (default: detect from each file)")
+    p.add_argument("--teacher-format", choices=formats, default=None,
+                   help="export format of the teacher survey (overrides --format)")
+    p.add_argument("--district-format", choices=formats, default=None,
+                   help="export format of the district survey (overrides --format)")
     p.set_defaults(func=_clean)
 
     p = sub.add_parser("weights", help="weights report: sum, CV, Kish n_eff, deff by stratum")

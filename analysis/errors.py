@@ -24,6 +24,9 @@ class InputError(Exception):
         What was expected and what was found.
     hint : optional
         What to do about it.
+    details : list of str, optional
+        One line per failure when several are reported together (each names
+        its rows and column).
 
     Examples
     --------
@@ -32,7 +35,7 @@ class InputError(Exception):
     """
 
     def __init__(self, file, problem, *, row=None, column=None, expected=None, found=None,
-                 hint=None):
+                 hint=None, details=None):
         self.file = str(file) if not isinstance(file, Path) else str(file)
         self.problem = problem
         self.row = row
@@ -40,6 +43,7 @@ class InputError(Exception):
         self.expected = expected
         self.found = found
         self.hint = hint
+        self.details = list(details or [])
         super().__init__(self._message())
 
     def _message(self) -> str:
@@ -56,6 +60,9 @@ class InputError(Exception):
             msg += f" Expected: {self.expected}."
         if self.found is not None:
             msg += f" Found: {self.found}."
+        msg = msg.replace("..", ".")
+        for line in self.details:
+            msg += f"\n  - {line}"
         if self.hint:
-            msg += f" What to do: {self.hint}"
-        return msg.replace("..", ".")
+            msg += ("\n" if self.details else " ") + f"What to do: {self.hint}"
+        return msg

@@ -1,13 +1,23 @@
 """Cleaning pipeline: raw exports -> processed tables, with an audit trail.
 
 ``run_clean(raw_dir, processed_dir)`` reads the four raw sources through the
-codebook, normalises labels, parses numbers (out-of-range values become
-missing, never dropped), applies the response-quality rules of the
-instrument in order, derives outcomes and scale scores, computes the weights
-and writes ``teachers.parquet``, ``districts.parquet``, ``flow.csv``,
-``cleaning_log.csv`` and ``manifest.json``. Personal data (names, e-mails,
-IP addresses, locations, external references, free text) is dropped before
-anything is written and never copied into the log.
+codebook (:mod:`analysis.data.ingest`), checks them against the raw-side
+schemas, normalises labels and numeric codes, parses numbers (out-of-range
+values become missing, never dropped), maps "Other (please specify)" answers
+through the versioned mapping table, applies the response-quality rules of
+the instrument in order, merges the districts, derives outcomes and scale
+scores, computes the weights, checks the processed schemas and writes
+``teachers.parquet``, ``districts.parquet``, ``flow.csv``,
+``cleaning_log.csv`` and ``manifest.json``, all or nothing.
+
+The cleaning log has one row per change: ``source_file``, ``source_row`` (as
+numbered in the file), ``record_id`` (ResponseId or district_id),
+``column``, ``old_value``, ``new_value`` and ``rule``. A row whose
+``source_row`` is empty describes a whole file or column (how the file was
+read, which date layout a column used, a header that matched no question).
+Personal values (names, e-mails, IP addresses, locations, external
+references, free text, and any text typed into a number field) are never
+copied into it: they are logged as ``<redacted>``.
 
 Examples
 --------
@@ -26,8 +36,9 @@ import json
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,36 +46,63 @@ import pandas as pd
 import analysis
 from analysis import config
 from analysis.data import derive, schemas, weights
-from analysis.data.ingest import ROW_COLUMN, RawStudy, read_raw
+from analysis.data.ingest import (
+    REDACTED,
+    ROW_COLUMN,
+    RawStudy,
+    SurveyExport,
+    read_raw,
+)
 from analysis.errors import InputError
 from analysis.study.codebook import Codebook, load_codebook
 from analysis.study.simulate import sha256_file
 
 LOG_COLUMNS = ["source_file", "source_row", "record_id", "column", "old_value", "new_value",
                "rule"]
-REDACTED = "<redacted>"
 _QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"',
                          "\u00a0": " "})
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")
+_IP = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b")
+_URL = re.compile(r"https?://|www\.", re.IGNORECASE)
 
 
+# ---------------------------------------------------------------------------
+# The audit trail
+# ---------------------------------------------------------------------------
 class CleaningLog:
-    """One row per change the cleaner makes (vectorised appends)."""
+    """One row per change the cleaner makes (vectorised appends).
+
+    Examples
+    --------
+    >>> log = CleaningLog()
+    >>> log.add(source_file="t.csv", rows=pd.Series([4]), record_ids=pd.Series(["R_1"]),
+    ...         column="T2", old="75", new="", rule="out_of_range_set_missing")
+    >>> log.frame()[["source_row", "rule"]].values.tolist()
+    [[4, 'out_of_range_set_missing']]
+    """
 
     def __init__(self):
         self._parts: list[pd.DataFrame] = []
 
-    def add(self, *, source_file: str, rows: pd.Series, record_ids: pd.Series, column: str,
-            old, new, rule: str, pii: bool = False) -> None:
-        """Log a change for each row in ``rows`` (aligned Series)."""
-        if len(rows) == 0:
-            return
+    def add(self, *, source_file: str, rows, record_ids, column: str, old, new, rule: str,
+            pii: bool = False) -> None:
+        """Log a change for each row in ``rows`` (aligned sequences)."""
         n = len(rows)
-        old_values = [REDACTED] * n if pii else _as_text(old, n)
+        if n == 0:
+            return
         self._parts.append(pd.DataFrame({
-            "source_file": source_file, "source_row": np.asarray(rows),
-            "record_id": np.asarray(record_ids, dtype=object), "column": column,
-            "old_value": old_values, "new_value": _as_text(new, n), "rule": rule,
+            "source_file": source_file, "source_row": np.asarray(rows, dtype=object),
+            "record_id": _as_text(record_ids, n), "column": column,
+            "old_value": [REDACTED] * n if pii else _as_text(old, n),
+            "new_value": _as_text(new, n), "rule": rule,
         }))
+
+    def note(self, *, source_file: str, column: str = "", old: str = "", new: str = "",
+             rule: str) -> None:
+        """Log a change to a whole file or column (no row)."""
+        self._parts.append(pd.DataFrame({
+            "source_file": [source_file], "source_row": [""], "record_id": [""],
+            "column": [column], "old_value": [old], "new_value": [new], "rule": [rule]}))
 
     def frame(self) -> pd.DataFrame:
         if not self._parts:
@@ -72,11 +110,26 @@ class CleaningLog:
         return pd.concat(self._parts, ignore_index=True)[LOG_COLUMNS]
 
 
-def _as_text(values, n) -> list[str]:
-    if isinstance(values, str) or values is None or np.isscalar(values):
-        return ["" if values is None else str(values)] * n
-    return ["" if (v is None or (isinstance(v, float) and np.isnan(v))) else str(v)
-            for v in values]
+def _as_text(values, n) -> np.ndarray:
+    if values is None or isinstance(values, str) or np.isscalar(values):
+        return np.full(n, "" if values is None else str(values), dtype=object)
+    s = pd.Series(np.asarray(values, dtype=object))
+    return s.where(s.notna(), "").astype(str).to_numpy(dtype=object)
+
+
+def safe_text(values: pd.Series, *, limit: int) -> pd.Series:
+    """Values fit for the log or an error message: anything that looks personal
+    (an e-mail or IP address, a web address, or long text) becomes ``<redacted>``.
+
+    Examples
+    --------
+    >>> safe_text(pd.Series(["Agree", "me@x.org", "x" * 99]), limit=60).tolist()
+    ['Agree', '<redacted>', '<redacted>']
+    """
+    text = values.astype(str)
+    personal = (text.str.contains(_EMAIL) | text.str.contains(_IP) | text.str.contains(_URL)
+                | (text.str.len() > limit))
+    return text.where(~personal, REDACTED)
 
 
 def normalise_label(value) -> str:
@@ -93,6 +146,94 @@ def normalise_label(value) -> str:
     return re.sub(r"\s+", " ", text).strip().casefold()
 
 
+def _label_key(value) -> str:
+    """Normalised label without surrounding quotes or trailing punctuation."""
+    return normalise_label(value).strip(" \"'.,;:!")
+
+
+def match_labels(values: list[str], labels: dict[str, Any],
+                 codes: dict[float, Any] | None = None) -> tuple[list, list[str]]:
+    """Match answers to a response scale, the way a careful person would.
+
+    Each answer is matched, in order, exactly; as a numeric code of the scale
+    (numeric exports); after normalising case, spaces, quotes and trailing
+    punctuation; or as a label followed by trailing text (``"Agree - mostly"``).
+
+    Returns
+    -------
+    (values, how)
+        The scale value of each answer (``None`` when unmatched) and how it
+        matched: ``exact``, ``code``, ``normalised``, ``trailing_text``,
+        ``empty`` or ``unknown``.
+
+    Examples
+    --------
+    >>> match_labels(["Agree", "4", " AGREE ", "Agree (mostly)", "Vale"],
+    ...              {"Agree": 4, "Disagree": 2}, {4.0: 4, 2.0: 2})
+    ([4, 4, 4, 4, None], ['exact', 'code', 'normalised', 'trailing_text', 'unknown'])
+    """
+    codes = codes or {}
+    by_key = {_label_key(k): v for k, v in labels.items()}
+    prefixes = sorted(by_key, key=len, reverse=True)
+    out, how = [], []
+    for value in values:
+        key = _label_key(value)
+        number = _as_number(value)
+        if value in labels:
+            out.append(labels[value]), how.append("exact")
+        elif key == "":
+            out.append(None), how.append("empty")
+        elif number is not None and number in codes:
+            out.append(codes[number]), how.append("code")
+        elif key in by_key:
+            out.append(by_key[key]), how.append("normalised")
+        else:
+            prefix = next((p for p in prefixes if p and key.startswith(p)
+                           and not key[len(p)].isalnum()), None)
+            if prefix is not None:
+                out.append(by_key[prefix]), how.append("trailing_text")
+            else:
+                out.append(None), how.append("unknown")
+    return out, how
+
+
+def map_unique(values: pd.Series, func) -> pd.Series:
+    """``func`` applied once per distinct value (not once per row).
+
+    Examples
+    --------
+    >>> map_unique(pd.Series(["A", "b", "A"]), str.lower).tolist()
+    ['a', 'b', 'a']
+    """
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    out = np.array([func(u) for u in uniques] + [func("")], dtype=object)
+    return pd.Series(out[codes], index=values.index)
+
+
+def _as_number(value) -> float | None:
+    try:
+        return float(str(value).strip())
+    except ValueError:
+        return None
+
+
+# ---------------------------------------------------------------------------
+# Typing one column at a time
+# ---------------------------------------------------------------------------
+@dataclass
+class Source:
+    """The raw file a table came from, as the cleaner logs and reports it."""
+
+    file: str
+    path: Path
+    id_col: str
+    headers: dict[str, str] = field(default_factory=dict)
+    decimal_comma: bool = False
+
+    def header(self, variable: str) -> str:
+        return self.headers.get(variable, variable)
+
+
 @dataclass
 class Cleaner:
     """State shared by the cleaning steps of one run."""
@@ -100,58 +241,149 @@ class Cleaner:
     cb: Codebook
     log: CleaningLog
 
-    def labels(self, df, column, mapping, *, file, id_col, rule="normalise_label"):
-        """Map text labels through ``mapping`` (label -> value), normalising variants."""
-        exact = df[column].map(lambda v: mapping.get(v) if isinstance(v, str) else None)
-        norm_map = {normalise_label(k): v for k, v in mapping.items()}
-        norm = df[column].map(normalise_label)
-        loose = norm.map(norm_map)
-        value = exact.where(exact.notna(), loose)
-        changed = exact.isna() & loose.notna()
-        self.log.add(source_file=file, rows=df.loc[changed, ROW_COLUMN],
-                     record_ids=df.loc[changed, id_col], column=column,
-                     old=df.loc[changed, column], new=value[changed], rule=rule)
-        unknown = value.isna() & (norm != "")
-        self.log.add(source_file=file, rows=df.loc[unknown, ROW_COLUMN],
-                     record_ids=df.loc[unknown, id_col], column=column,
-                     old=df.loc[unknown, column], new="", rule="unknown_label_set_missing")
+    def _log(self, df, mask, src: Source, column, old, new, rule, *, pii=False):
+        mask = np.asarray(mask, dtype=bool)
+        if not mask.any():
+            return
+        ids = df[src.id_col] if src.id_col in df else df[ROW_COLUMN]
+        self.log.add(source_file=src.file, rows=df[ROW_COLUMN].to_numpy()[mask],
+                     record_ids=np.asarray(ids)[mask], column=column,
+                     old=old if np.isscalar(old) or old is None else np.asarray(old)[mask],
+                     new=new if np.isscalar(new) or new is None else np.asarray(new)[mask],
+                     rule=rule, pii=pii)
+
+    def _too_many_unknown(self, src: Source, column: str, n_unknown: int, n_answered: int,
+                          examples: list[str], expected: str) -> None:
+        rules = self.cb.cleaning
+        if n_unknown >= rules["min_unknown"] and n_unknown > rules["max_unknown_share"] * \
+                n_answered:
+            shown = safe_text(pd.Series(examples[:3], dtype=object),
+                              limit=rules["max_logged_text"]).tolist()
+            raise InputError(
+                src.path, "most answers in this column are not answers the instrument allows",
+                column=src.header(column), expected=expected,
+                found=", ".join(map(repr, shown)) + f" ({n_unknown} of {n_answered} answers)",
+                hint="export the survey with the instrument's English choice labels or its "
+                     "numeric codes; labels in another language are not translated")
+
+    def labels(self, df, column, mapping, *, src: Source, codes=None, unknown: str = "log"):
+        """Map answers through a scale (label -> value), normalising variants (logged).
+
+        ``unknown="log"`` sets unmatched answers missing and logs them;
+        ``unknown="keep"`` leaves them missing for the caller.
+        """
+        codes_, uniques = pd.factorize(df[column], use_na_sentinel=True)
+        matched, how = match_labels(list(uniques), mapping, codes)
+        value_u = np.array(matched + [None], dtype=object)
+        how_u = np.array(how + ["empty"], dtype=object)
+        value = pd.Series(value_u[codes_], index=df.index, dtype=object)
+        cell_how = how_u[codes_]
+        loose = np.isin(cell_how, ["normalised", "trailing_text"])
+        self._log(df, loose, src, column, df[column], value, "normalise_label")
+        n_codes = int((cell_how == "code").sum())
+        if n_codes:
+            self.log.note(source_file=src.file, column=column, new=f"{n_codes} cells",
+                          rule="numeric_codes_mapped")
+        bad = cell_how == "unknown"
+        if unknown == "log" and bad.any():
+            answered = int((cell_how != "empty").sum())
+            examples = [u for u, h in zip(uniques, how, strict=True) if h == "unknown"]
+            self._too_many_unknown(src, column, int(bad.sum()), answered, examples,
+                                   "one of " + ", ".join(map(repr, list(mapping)[:8])))
+            old = safe_text(df[column], limit=self.cb.cleaning["max_logged_text"])
+            self._log(df, bad, src, column, old, "", "unknown_label_set_missing")
+        if all(isinstance(v, int | float) and not isinstance(v, bool)
+               for v in mapping.values()):
+            return value.astype(float)
         return value
 
-    def number(self, df, column, *, file, id_col, lo=None, hi=None, lo_exclusive=False):
-        """Parse numbers; non-numbers and out-of-range values become missing (logged)."""
-        raw = df[column]
-        text = raw.map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v))
-                       else str(v).strip())
+    def number(self, df, column, *, src: Source, lo=None, hi=None, lo_exclusive=False,
+               check_range: bool = True):
+        """Parse numbers; non-numbers and out-of-range values become missing (logged).
+
+        Text typed into a number field is logged as ``<redacted>``: it is free text.
+        """
+        text = df[column].astype("str").str.strip()
         value = pd.to_numeric(text.where(text != ""), errors="coerce").astype(float)
+        value = value.where(np.isfinite(value))
+        if src.decimal_comma:
+            comma = value.isna() & text.str.fullmatch(r"-?\d+,\d+")
+            if comma.any():
+                fixed = pd.to_numeric(text[comma].str.replace(",", ".", regex=False))
+                value[comma] = fixed
+                self._log(df, comma, src, column, text, value, "decimal_comma")
         bad = value.isna() & (text != "")
-        self.log.add(source_file=file, rows=df.loc[bad, ROW_COLUMN],
-                     record_ids=df.loc[bad, id_col], column=column, old=raw[bad], new="",
-                     rule="not_a_number_set_missing")
+        if bad.any():
+            self._too_many_unknown(src, column, int(bad.sum()), int((text != "").sum()),
+                                   [REDACTED], "numbers")
+            self._log(df, bad, src, column, REDACTED, "", "not_a_number_set_missing")
+        if not check_range:
+            return value
         out = pd.Series(False, index=df.index)
         if lo is not None:
             out |= (value <= lo) if lo_exclusive else (value < lo)
         if hi is not None:
             out |= value > hi
-        self.log.add(source_file=file, rows=df.loc[out, ROW_COLUMN],
-                     record_ids=df.loc[out, id_col], column=column, old=raw[out], new="",
-                     rule="out_of_range_set_missing")
+        self._log(df, out, src, column, text, "", "out_of_range_set_missing")
         return value.where(~out)
 
-    def ids(self, df, column, digits, *, file, id_col):
-        """IDs as zero-padded digit strings; restores leading zeros lost by spreadsheets."""
-        text = df[column].map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v))
-                              else str(v).strip())
-        text = text.str.replace(r"\.0$", "", regex=True)
-        padded = text.where(~text.str.fullmatch(r"\d+") | (text.str.len() >= digits),
-                            text.str.zfill(digits))
-        changed = padded != text
-        self.log.add(source_file=file, rows=df.loc[changed, ROW_COLUMN],
-                     record_ids=df.loc[changed, id_col], column=column, old=text[changed],
-                     new=padded[changed], rule="restore_leading_zeros")
+    def ids(self, df, column, digits, *, src: Source):
+        """IDs as zero-padded digit strings; restores leading zeros lost by spreadsheets.
+
+        An ID in scientific notation (``4.1E+11``, written by Excel) has lost
+        digits for good: the run stops and says how to re-export it.
+        """
+        text = df[column].astype("str").str.strip()
+        sci = text.str.fullmatch(r"\d+(?:\.\d+)?[eE]\+?\d+")
+        if sci.any():
+            k = int(np.flatnonzero(sci.to_numpy())[0])
+            raise InputError(src.path, "an ID was turned into a number in scientific notation "
+                             "(a spreadsheet program does this), so its digits are lost",
+                             row=int(df[ROW_COLUMN].iloc[k]), column=src.header(column),
+                             expected=f"{digits} digits", found=repr(text.iloc[k]),
+                             hint="export the file again from the survey platform, or format "
+                                  "the column as Text before saving it in the spreadsheet")
+        clean = text.str.replace(r"\.0+$", "", regex=True).str.lstrip("'")
+        padded = clean.where(~clean.str.fullmatch(r"\d+") | (clean.str.len() >= digits),
+                             clean.str.zfill(digits))
+        changed = (padded != text).to_numpy()
+        self._log(df, changed, src, column, text, padded, "restore_leading_zeros")
         return padded
 
+    def dates(self, df, column, *, src: Source):
+        """Parse date-times; a column that is not ISO 8601 is read with the first layout
+        of the codebook that reads all of it (logged once for the column)."""
+        text = df[column].astype("str").str.strip()
+        filled = text != ""
+        formats = self.cb.export_formats["datetime_formats"]
+        value = pd.to_datetime(text.where(filled), format=formats[0], errors="coerce")
+        rest = filled & value.isna()
+        if rest.any():
+            best, best_n = None, -1
+            for fmt in formats[1:]:
+                parsed = pd.to_datetime(text[rest], format=fmt, errors="coerce")
+                if parsed.notna().sum() > best_n:
+                    best, best_n, best_values = fmt, int(parsed.notna().sum()), parsed
+                if best_n == int(rest.sum()):
+                    break
+            if best_n > 0:
+                value[rest] = best_values
+                self.log.note(source_file=src.file, column=column, old=best,
+                              new=f"ISO 8601 ({best_n} cells)", rule="date_layout_read")
+            bad = filled & value.isna()
+            self._log(df, bad, src, column, safe_text(text, limit=40), "",
+                      "not_a_date_set_missing")
+        return value
 
-def _typed(cleaner: Cleaner, df: pd.DataFrame, source: str, *, file: str, id_col: str,
+    def booleans(self, df, column, *, src: Source):
+        vocab = self.cb.export_formats["boolean"]
+        mapping = {v: True for v in vocab["true"]} | {v: False for v in vocab["false"]}
+        folded = df[[ROW_COLUMN, src.id_col] if src.id_col in df else [ROW_COLUMN]].assign(
+            **{column: df[column].astype("str").str.strip().str.casefold()})
+        return self.labels(folded, column, mapping, src=src).astype(object)
+
+
+def _typed(cleaner: Cleaner, df: pd.DataFrame, source: str, src: Source,
            skip=()) -> pd.DataFrame:
     """Type every codebook column of a survey source (labels -> codes, text -> numbers)."""
     cb = cleaner.cb
@@ -161,20 +393,42 @@ def _typed(cleaner: Cleaner, df: pd.DataFrame, source: str, *, file: str, id_col
         if v not in df or v in skip or col.pii or col.free_text:
             continue
         if col.scale:
-            out[v] = cleaner.labels(df, v, cb.scale(col.scale), file=file, id_col=id_col)
+            out[v] = cleaner.labels(df, v, cb.scale(col.scale), codes=cb.scale_codes(col.scale),
+                                    src=src)
         elif col.type in ("number", "integer"):
-            out[v] = cleaner.number(df, v, file=file, id_col=id_col, lo=col.min, hi=col.max,
+            out[v] = cleaner.number(df, v, src=src, lo=col.min, hi=col.max,
                                     lo_exclusive=col.min_exclusive)
         elif col.type == "id":
-            out[v] = cleaner.ids(df, v, col.digits, file=file, id_col=id_col)
+            out[v] = cleaner.ids(df, v, col.digits, src=src)
         elif col.type == "datetime":
-            out[v] = pd.to_datetime(df[v], errors="coerce")
+            out[v] = cleaner.dates(df, v, src=src)
         elif col.type == "boolean":
-            out[v] = df[v].map(normalise_label).map({"true": True, "false": False, "1": True,
-                                                     "0": False})
+            out[v] = cleaner.booleans(df, v, src=src)
         else:
             out[v] = df[v]
     return out
+
+
+def _source(export: SurveyExport, id_col: str) -> Source:
+    return Source(export.path.name, export.path, id_col, dict(export.headers),
+                  decimal_comma=export.details.get("delimiter", ",") != ",")
+
+
+def _log_reading(cleaner: Cleaner, export: SurveyExport, id_col: str) -> None:
+    """How a file was read, what was changed while reading, what was not used."""
+    log, file = cleaner.log, export.path.name
+    log.note(source_file=file, new=export.describe(), rule="read_as")
+    for _f, header, closest in export.unknown:
+        log.note(source_file=file, column=header, new=f"closest known header: {closest}"
+                 if closest else "", rule="unknown_column_not_used")
+    for header in export.platform_columns:
+        log.note(source_file=file, column=header, rule="platform_column_not_used")
+    data = export.data
+    ids = data[id_col] if id_col in data else data[ROW_COLUMN]
+    for note in export.notes:
+        log.add(source_file=file, rows=data[ROW_COLUMN].to_numpy()[note.rows],
+                record_ids=np.asarray(ids)[note.rows], column=note.variable, old=note.old,
+                new="", rule=note.rule)
 
 
 # ---------------------------------------------------------------------------
@@ -183,43 +437,106 @@ def _typed(cleaner: Cleaner, df: pd.DataFrame, source: str, *, file: str, id_col
 def clean_districts(raw: RawStudy, cleaner: Cleaner) -> pd.DataFrame:
     """District survey -> typed district answers with derived variables."""
     cb = cleaner.cb
-    file = raw.files["district_survey"].name
+    export = raw.exports.get("district_survey") or _bare_export(raw, "district_survey",
+                                                                raw.districts)
+    src = _source(export, "district_id")
     df = raw.districts.copy()
-    df["district_id"] = cleaner.ids(df, "district_id", 7, file=file, id_col=ROW_COLUMN)
-    out = _typed(cleaner, df, "district_survey", file=file, id_col="district_id",
+    df["district_id"] = cleaner.ids(df, "district_id", 7, src=src)
+    out = _typed(cleaner, df, "district_survey", src,
                  skip=("district_id", "support_model", "support_components"))
     out["district_id"] = df["district_id"]
-    mapping = dict(cb.support_model_labels())
-    mapping[cb.other_model_label] = cb.other_model_code
-    out["support_model"] = cleaner.labels(df, "support_model", mapping, file=file,
-                                          id_col="district_id").fillna(cb.other_model_code)
-    out["support_components"] = _components(df["support_components"], cb)
-    out = _drop_duplicate_districts(out, cleaner, file)
+    out["support_model"] = _support_model(df, cleaner, src)
+    out["support_components"] = _components(df, cleaner, src)
+    out = _drop_duplicate_districts(out, cleaner, src.file)
     derived = derive.derived_support_model(out, cb=cb)
     out["support_model_derived"] = derived
     bad = out["support_model"].isin(cb.support_model_codes()) & (out["support_model"] != derived)
-    cleaner.log.add(source_file=file, rows=out.loc[bad, ROW_COLUMN],
+    cleaner.log.add(source_file=src.file, rows=out.loc[bad, ROW_COLUMN],
                     record_ids=out.loc[bad, "district_id"], column="support_model",
                     old=out.loc[bad, "support_model"], new=out.loc[bad, "support_model"],
                     rule="d1_d2_inconsistent_kept_self_report")
     out = pd.concat([out, derive.district_derived(out, cb)], axis=1)
-    out["support_components"] = out["support_components"].map(lambda cs: ";".join(cs))
+    for variable in cb.reverse_items():
+        if variable in out:
+            col = next(c for c in cb.columns("district_survey") if c.variable == variable)
+            cleaner.log.note(source_file=src.file, column=variable, old="x",
+                             new=f"6 - x in the {col.construct} score (item kept as answered)",
+                             rule="reverse_coded_in_scale_score")
+    out["support_components"] = out["support_components"].map(";".join)
     return out
 
 
-def _components(values: pd.Series, cb: Codebook) -> pd.Series:
-    lookup = {normalise_label(c["label"]): c["code"] for c in cb.support_components()}
+def _bare_export(raw: RawStudy, source: str, data: pd.DataFrame) -> SurveyExport:
+    return SurveyExport(data, raw.files[source], "unknown")
 
-    def parse(cell):
-        parts = re.split(r"[;,]", cell) if isinstance(cell, str) else []
-        return [lookup[p] for p in map(normalise_label, parts) if p in lookup]
 
-    return values.map(parse)
+def _support_model(df: pd.DataFrame, cleaner: Cleaner, src: Source) -> pd.Series:
+    """D1 codes; "Other (please specify)" texts mapped only through the mapping table.
+
+    A D1 answer that is no label of the instrument is an "Other" text (form
+    exports put the typed text in the D1 cell itself).
+    """
+    cb = cleaner.cb
+    mapping = dict(cb.support_model_labels())
+    mapping[cb.other_model_label] = cb.other_model_code
+    model = cleaner.labels(df, "support_model", mapping, codes=cb.support_model_recodes(),
+                           src=src, unknown="keep")
+    d1_text = df["support_model"].astype("str").str.strip()
+    other_col = df["support_model_other"].astype("str").str.strip() \
+        if "support_model_other" in df else pd.Series("", index=df.index)
+    typed_in_d1 = model.isna() & (d1_text != "")
+    other_text = other_col.where(model == cb.other_model_code, "").where(~typed_in_d1, d1_text)
+    version, table, _ = cb.other_mapping()
+    lookup = {_label_key(k): v for k, v in table.items()}
+    mapped = map_unique(other_text, _label_key).map(lookup)
+    is_other = (model == cb.other_model_code) | typed_in_d1
+    hit = is_other & mapped.notna()
+    miss = is_other & mapped.isna()
+    rule_suffix = f" (other_mapping v{version})"
+    cleaner._log(df, hit, src, "support_model", REDACTED, mapped.astype(str) + rule_suffix,
+                 "other_specify_mapped")
+    cleaner._log(df, miss, src, "support_model", REDACTED, cb.other_model_code + rule_suffix,
+                 "other_specify_unmapped")
+    model = model.where(~hit, mapped).where(~miss, cb.other_model_code)
+    empty = model.isna()
+    cleaner._log(df, empty, src, "support_model", "", cb.other_model_code,
+                 "support_model_missing_set_other")
+    return model.fillna(cb.other_model_code)
+
+
+def _components(df: pd.DataFrame, cleaner: Cleaner, src: Source) -> pd.Series:
+    """D2 checkbox answers (joined by any separator of the codebook) -> component codes."""
+    cb = cleaner.cb
+    labels = {c["label"]: c["code"] for c in cb.support_components()}
+    codes = {float(c["recode"]): c["code"] for c in cb.support_components()}
+    order = [c["code"] for c in cb.support_components()]
+    pattern = "|".join(map(re.escape, cb.component_separators))
+    cells, uniques = pd.factorize(df["support_components"].astype("str"),
+                                  use_na_sentinel=True)
+    parsed, unknown = [], []
+    for cell in uniques:
+        parts = [p for p in re.split(pattern, cell) if p.strip()]
+        values, how = match_labels(parts, labels, codes)
+        found = {v for v in values if v}
+        parsed.append(tuple(c for c in order if c in found))
+        unknown.append("; ".join(p for p, h in zip(parts, how, strict=True) if h == "unknown"))
+    parsed.append(())
+    unknown.append("")
+    table = np.empty(len(parsed), dtype=object)
+    for k, codes_k in enumerate(parsed):
+        table[k] = codes_k
+    result = pd.Series(table[cells], index=df.index)
+    bad = np.array(unknown, dtype=object)[cells]
+    has_bad = bad != ""
+    old = safe_text(pd.Series(bad, index=df.index), limit=cleaner.cb.cleaning["max_logged_text"])
+    cleaner._log(df, has_bad, src, "support_components", old, "",
+                 "unknown_component_ignored")
+    return result
 
 
 def _drop_duplicate_districts(out: pd.DataFrame, cleaner: Cleaner, file: str) -> pd.DataFrame:
     order = out.sort_values(["submitted_at", ROW_COLUMN])
-    dup = order.duplicated("district_id", keep="last")
+    dup = order.duplicated("district_id", keep="last") & (order["district_id"] != "")
     gone = order.loc[dup]
     cleaner.log.add(source_file=file, rows=gone[ROW_COLUMN], record_ids=gone["district_id"],
                     column="", old="", new="row dropped", rule="duplicate_district_kept_last")
@@ -240,6 +557,7 @@ class Flow:
     def drop(self, rule: str, keep: pd.Series, data: pd.DataFrame, cleaner: Cleaner, file: str,
              id_col: str) -> pd.DataFrame:
         n_in = len(data)
+        keep = keep.fillna(False).astype(bool)
         gone = data.loc[~keep]
         cleaner.log.add(source_file=file, rows=gone[ROW_COLUMN], record_ids=gone[id_col],
                         column="", old="", new="row dropped", rule=rule)
@@ -254,14 +572,36 @@ class Flow:
 
 def clean_teachers(raw: RawStudy, cleaner: Cleaner) -> pd.DataFrame:
     """Teacher survey -> typed answers (codes and numbers), personal columns dropped."""
-    file = raw.files["teacher_survey"].name
-    df = raw.teachers.copy()
-    out = _typed(cleaner, df, "teacher_survey", file=file, id_col="response_id")
+    export = raw.exports.get("teacher_survey") or _bare_export(raw, "teacher_survey",
+                                                               raw.teachers)
+    src = _source(export, "response_id")
+    df = raw.teachers
+    if "response_id" in df:
+        df = df.assign(response_id=df["response_id"].astype("str").str.strip())
+    out = _typed(cleaner, df, "teacher_survey", src)
+    _derive_metadata(out, cleaner, src)
     # personal columns needed by the duplicate rule stay only as in-memory keys
-    out["_email_key"] = df["recipient_email"].map(normalise_label) if "recipient_email" in df \
-        else ""
-    out["_ip_key"] = df["ip_address"].fillna("") if "ip_address" in df else ""
+    out["_email_key"] = (df["recipient_email"].astype("str").str.strip().str.casefold()
+                         if "recipient_email" in df else "")
+    out["_ip_key"] = df["ip_address"].astype("str").str.strip() if "ip_address" in df else ""
     return out
+
+
+def _derive_metadata(out: pd.DataFrame, cleaner: Cleaner, src: Source) -> None:
+    """Fill platform metadata an export lacks from what it has (logged per column)."""
+    for col in cleaner.cb.columns("teacher_survey"):
+        if col.variable in out or not col.derive_from:
+            continue
+        if not all(v in out for v in col.derive_from):
+            continue
+        if len(col.derive_from) == 2:
+            start, end = (out[v] for v in col.derive_from)
+            out[col.variable] = (end - start).dt.total_seconds()
+        else:
+            out[col.variable] = out[col.derive_from[0]]
+        cleaner.log.note(source_file=src.file, column=col.variable,
+                         new="derived from " + " and ".join(col.derive_from),
+                         rule="derived_from_platform_metadata")
 
 
 def apply_quality_rules(t: pd.DataFrame, cleaner: Cleaner, *, file: str,
@@ -275,8 +615,8 @@ def apply_quality_rules(t: pd.DataFrame, cleaner: Cleaner, *, file: str,
     t = flow.drop("not_consented", t["consent"] == 1, t, cleaner, file, idc)
 
     outcome_items = list(cb.samr_items()) + ["samr_self"]
-    complete = (t["progress"] >= 100) & (t["finished"] == True)  # noqa: E712
     has_outcomes = t[outcome_items].notna().all(axis=1)
+    complete = _complete(t, has_outcomes, cleaner, file)
     t = flow.drop("partial_without_outcomes", complete | has_outcomes, t, cleaner, file, idc)
     t = t.assign(partial=~complete.reindex(t.index).astype(bool))
 
@@ -305,6 +645,23 @@ def apply_quality_rules(t: pd.DataFrame, cleaner: Cleaner, *, file: str,
     return t.drop(columns=["_email_key", "_ip_key"]), flow.frame()
 
 
+def _complete(t: pd.DataFrame, has_outcomes: pd.Series, cleaner: Cleaner,
+              file: str) -> pd.Series:
+    """Complete responses: Progress 100 and Finished, as far as the export says."""
+    complete = pd.Series(True, index=t.index)
+    if "progress" in t:
+        complete &= t["progress"] >= 100
+    if "finished" in t:
+        complete &= t["finished"].eq(True)
+    if "progress" not in t and "finished" not in t:
+        cleaner.log.note(source_file=file, column="progress",
+                         new="no Progress or Finished in the export: a response counts as "
+                             "complete when every outcome item is answered",
+                         rule="completion_from_outcome_items")
+        complete = has_outcomes.copy()
+    return complete.fillna(False).astype(bool)
+
+
 def _duplicates(t: pd.DataFrame, window_minutes: float) -> pd.Series:
     """Earlier submissions of the same person: same e-mail, or same district, school
     and IP within the window. The last one is kept."""
@@ -320,6 +677,39 @@ def _duplicates(t: pd.DataFrame, window_minutes: float) -> pd.Series:
 
 
 # ---------------------------------------------------------------------------
+# Frame
+# ---------------------------------------------------------------------------
+def _frame_districts(raw: RawStudy, cleaner: Cleaner) -> pd.DataFrame:
+    cb = cleaner.cb
+    src = Source(raw.files["frame_districts"].name, raw.files["frame_districts"], ROW_COLUMN)
+    df = raw.frame_districts.copy()
+    df["district_id"] = cleaner.ids(df, "district_id", 7, src=src)
+    src.id_col = "district_id"
+    out = pd.DataFrame({ROW_COLUMN: df[ROW_COLUMN], "district_id": df["district_id"],
+                        "state": df["state"], "stratum": df["stratum"].str.strip()})
+    for col in cb.columns("frame_districts"):
+        if col.scale:
+            out[col.variable] = cleaner.labels(df, col.variable, cb.scale(col.scale),
+                                               codes=cb.scale_codes(col.scale), src=src)
+        elif col.type in ("number", "integer"):
+            out[col.variable] = cleaner.number(df, col.variable, src=src, check_range=False)
+    schemas.validate_raw(out, schemas.raw_frame_districts_schema(cb), src.path)
+    return out.drop(columns=[ROW_COLUMN])
+
+
+def _frame_schools(raw: RawStudy, cleaner: Cleaner) -> pd.DataFrame:
+    path = raw.files["frame_schools"]
+    src = Source(path.name, path, ROW_COLUMN)
+    schools = raw.frame_schools.copy()
+    schools["school_id"] = cleaner.ids(schools, "school_id", 12, src=src)
+    src.id_col = "school_id"
+    schools["district_id"] = cleaner.ids(schools, "district_id", 7, src=src)
+    schools["n_teachers"] = cleaner.number(schools, "n_teachers", src=src, check_range=False)
+    schemas.validate_raw(schools, schemas.raw_frame_schools_schema(cleaner.cb), path)
+    return schools
+
+
+# ---------------------------------------------------------------------------
 # Assemble
 # ---------------------------------------------------------------------------
 @dataclass
@@ -330,54 +720,34 @@ class CleanResult:
     log: pd.DataFrame
     raw_files: dict[str, Path]
     unknown_columns: list
+    exports: dict[str, SurveyExport] = field(default_factory=dict)
 
 
-def _frame_districts(raw: RawStudy, cleaner: Cleaner) -> pd.DataFrame:
-    cb = cleaner.cb
-    file = raw.files["frame_districts"].name
-    df = raw.frame_districts.copy()
-    df["district_id"] = cleaner.ids(df, "district_id", 7, file=file, id_col=ROW_COLUMN)
-    out = pd.DataFrame({"district_id": df["district_id"], "state": df["state"],
-                        "stratum": df["stratum"]})
-    for col in cb.columns("frame_districts"):
-        if col.scale:
-            out[col.variable] = cleaner.labels(df, col.variable, cb.scale(col.scale), file=file,
-                                               id_col="district_id")
-        elif col.type in ("number", "integer"):
-            out[col.variable] = cleaner.number(df, col.variable, file=file, id_col="district_id",
-                                               lo=col.min, hi=col.max)
-    _require_complete(out, ["selection_prob", "sampled", "stratum"], raw.files["frame_districts"],
-                      df[ROW_COLUMN])
-    return out
+def clean_study(raw_dir: Path, cb: Codebook | None = None, *,
+                formats: dict[str, str] | None = None) -> CleanResult:
+    """Read and clean the raw study in ``raw_dir`` (nothing is written).
 
-
-def _require_complete(df, columns, path, rows):
-    for col in columns:
-        bad = df[col].isna() | (df[col].astype(str) == "")
-        if bad.any():
-            k = int(np.flatnonzero(bad.to_numpy())[0])
-            raise InputError(path, "a design column has a missing or invalid value",
-                             row=int(rows.iloc[k]), column=col,
-                             hint="every row of the frame needs this value")
-
-
-def clean_study(raw_dir: Path, cb: Codebook | None = None) -> CleanResult:
-    """Read and clean the raw study in ``raw_dir`` (nothing is written)."""
+    Parameters
+    ----------
+    raw_dir : Path
+        Folder of the raw exports.
+    formats : dict, optional
+        Export format to force per survey (``teacher_survey``, ``district_survey``);
+        ``auto`` (the default) detects it from the file.
+    """
     cb = cb or load_codebook()
     cleaner = Cleaner(cb, CleaningLog())
-    raw = read_raw(raw_dir, cb)
+    raw = read_raw(raw_dir, cb, formats=formats)
+    for source, id_col in (("district_survey", "district_id"), ("teacher_survey",
+                                                                "response_id")):
+        _log_reading(cleaner, raw.exports[source], id_col)
     frame = _frame_districts(raw, cleaner)
-    file_s = raw.files["frame_schools"].name
-    schools = raw.frame_schools.copy()
-    schools["school_id"] = cleaner.ids(schools, "school_id", 12, file=file_s, id_col=ROW_COLUMN)
-    schools["district_id"] = cleaner.ids(schools, "district_id", 7, file=file_s,
-                                         id_col="school_id")
-    schools["n_teachers"] = cleaner.number(schools, "n_teachers", file=file_s, id_col="school_id",
-                                           lo=1)
-    _require_complete(schools, ["n_teachers"], raw.files["frame_schools"], schools[ROW_COLUMN])
+    schools = _frame_schools(raw, cleaner)
 
     dist = clean_districts(raw, cleaner)
     file_d = raw.files["district_survey"].name
+    schemas.validate_raw(dist, schemas.raw_districts_schema(cb), raw.files["district_survey"],
+                         headers=raw.exports["district_survey"].headers)
     dflow = Flow("districts", len(dist))
     dist = dflow.drop("district_not_in_frame", dist["district_id"].isin(frame["district_id"]),
                       dist, cleaner, file_d, "district_id")
@@ -386,12 +756,14 @@ def clean_study(raw_dir: Path, cb: Codebook | None = None) -> CleanResult:
                       cleaner, file_d, "district_id")
     dw = weights.district_weights(frame, responding=dist["district_id"])
     fpc = frame.groupby("stratum")["district_id"].size().rename("fpc_districts")
-    frame_cols = frame.drop(columns=["sampled"]).rename(columns={"n_schools": "n_schools"})
+    frame_cols = frame.drop(columns=["sampled"])
     districts = (dist.merge(frame_cols, on="district_id", how="left")
                  .merge(dw.drop(columns=["stratum"]), on="district_id", how="left")
                  .join(fpc, on="stratum"))
 
     teachers = clean_teachers(raw, cleaner)
+    schemas.validate_raw(teachers, schemas.raw_teachers_schema(cb), raw.files["teacher_survey"],
+                         headers=raw.exports["teacher_survey"].headers)
     teachers, tflow = apply_quality_rules(
         teachers, cleaner, file=raw.files["teacher_survey"].name, frame_districts=frame,
         districts=districts, frame_schools=schools)
@@ -399,7 +771,7 @@ def clean_study(raw_dir: Path, cb: Codebook | None = None) -> CleanResult:
     districts = _assemble_districts(districts, cb)
     flow = pd.concat([dflow.frame(), tflow], ignore_index=True)
     return CleanResult(teachers, districts, flow, cleaner.log.frame(), raw.files,
-                       raw.unknown_columns)
+                       raw.unknown_columns, raw.exports)
 
 
 def _assemble_teachers(t, districts, schools, cb: Codebook) -> pd.DataFrame:
@@ -439,12 +811,18 @@ def _assemble_districts(d: pd.DataFrame, cb: Codebook) -> pd.DataFrame:
     return _categoricals(d, cb).sort_values("district_id", ignore_index=True)
 
 
-def run_clean(raw_dir: Path, processed_dir: Path) -> str:
+def run_clean(raw_dir: Path, processed_dir: Path, *,
+              formats: dict[str, str] | None = None) -> str:
     """Clean ``raw_dir`` into ``processed_dir``; all-or-nothing.
 
     Outputs are written to a temporary folder and moved into place only when
     every step and schema check has passed, so a failed run leaves
     ``processed_dir`` as it was.
+
+    Parameters
+    ----------
+    formats : dict, optional
+        Export format to force per survey (see :func:`clean_study`).
 
     Returns
     -------
@@ -453,39 +831,53 @@ def run_clean(raw_dir: Path, processed_dir: Path) -> str:
     """
     cb = load_codebook()
     raw_dir, processed_dir = Path(raw_dir), Path(processed_dir)
-    result = clean_study(raw_dir, cb)
+    result = clean_study(raw_dir, cb, formats=formats)
     teachers = schemas.validate_teachers(result.teachers)
     districts = schemas.validate_districts(result.districts)
     processed_dir.mkdir(parents=True, exist_ok=True)
+    outputs = [config.TEACHERS_FILE, config.DISTRICTS_FILE, config.FLOW_FILE,
+               config.CLEANING_LOG_FILE]
     with tempfile.TemporaryDirectory(dir=processed_dir.parent, prefix=".clean-") as tmp:
         tmp = Path(tmp)
         teachers.to_parquet(tmp / config.TEACHERS_FILE, index=False)
         districts.to_parquet(tmp / config.DISTRICTS_FILE, index=False)
         result.flow.to_csv(tmp / config.FLOW_FILE, index=False, lineterminator="\n")
         result.log.to_csv(tmp / config.CLEANING_LOG_FILE, index=False, lineterminator="\n")
-        outputs = [config.TEACHERS_FILE, config.DISTRICTS_FILE, config.FLOW_FILE,
-                   config.CLEANING_LOG_FILE]
-        manifest = {
-            "package_version": analysis.__version__,
-            "codebook_version": cb.version,
-            "codebook_sha256": cb.sha256,
-            "raw": {p.name: sha256_file(p) for p in result.raw_files.values()},
-            "processed": {name: sha256_file(tmp / name) for name in outputs},
-            "synthetic": (raw_dir / config.TRUTH_FILE).exists(),
-            "unknown_columns": [{"file": Path(f).name, "header": h, "closest": c}
-                                for f, h, c in result.unknown_columns],
-        }
+        manifest = _manifest(result, cb, raw_dir, {name: sha256_file(tmp / name)
+                                                    for name in outputs})
         (tmp / config.MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True)
                                                 + "\n")
         for name in outputs + [config.MANIFEST_FILE]:
             shutil.move(tmp / name, processed_dir / name)
+    return _summary(result, raw_dir, processed_dir, teachers, districts)
+
+
+def _manifest(result: CleanResult, cb: Codebook, raw_dir: Path, processed: dict) -> dict:
+    version, _, mapping_sha = cb.other_mapping()
+    return {
+        "package_version": analysis.__version__,
+        "codebook_version": cb.version,
+        "codebook_sha256": cb.sha256,
+        "other_mapping_version": version,
+        "other_mapping_sha256": mapping_sha,
+        "raw": {p.name: sha256_file(p) for p in result.raw_files.values()},
+        "read_as": {e.path.name: e.describe() for e in result.exports.values()},
+        "processed": processed,
+        "synthetic": (raw_dir / config.TRUTH_FILE).exists(),
+        "unknown_columns": [{"file": Path(f).name, "header": h, "closest": c}
+                            for f, h, c in result.unknown_columns],
+    }
+
+
+def _summary(result: CleanResult, raw_dir, processed_dir, teachers, districts) -> str:
     f = result.flow
     dropped = f.loc[(f["table"] == "teachers") & (f["n_dropped"] > 0), ["rule", "n_dropped"]]
-    lines = [f"cleaned {raw_dir} -> {processed_dir}",
-             f"  teachers: {int(f.loc[f['table'] == 'teachers', 'n_in'].iloc[0])} read, "
-             f"{len(teachers)} kept; districts: {len(districts)} kept",
-             *(f"  dropped by {r}: {n}" for r, n in dropped.itertuples(index=False)),
-             f"  cleaning log: {len(result.log)} changes"]
+    lines = [f"cleaned {raw_dir} -> {processed_dir}"]
+    lines += [f"  read {e.path.name} as {e.describe()}" for e in result.exports.values()]
+    lines += [f"  teachers: {int(f.loc[f['table'] == 'teachers', 'n_in'].iloc[0])} read, "
+              f"{len(teachers)} kept; districts: {len(districts)} kept",
+              *(f"  dropped by {r}: {n}" for r, n in dropped.itertuples(index=False)),
+              f"  cleaning log: {len(result.log)} changes"]
     for f_, h, c in result.unknown_columns:
         lines.append(f"  warning: {Path(f_).name}: column {h!r} is not in the codebook"
                      + (f" (closest known header: {c!r})" if c else "") + "; it was not used")
