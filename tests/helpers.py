@@ -9,7 +9,10 @@ RAW = ROOT / "data" / "raw"
 #: Model variables of M1 (and design columns) as stored in tests/reference/m1_data.csv.gz.
 M1_COLUMNS = ["response_id", "non_substitutive", "support_model", "frl_pct", "enrollment",
               "locale", "tech_spend_pp", "students_per_device", "years_teaching", "grade_band",
-              "subject", "weight", "stratum", "district_id", "fpc_districts"]
+              "subject", "weight", "stratum", "district_id", "fpc_districts",
+              # other outcomes (M2-M4) and the moderators (M5-M8)
+              "transformative", "nonsub_share", "samr_index", "it_control", "vision",
+              "role_fidelity", "campuses_per_director", "position_cut", "support_spend_pp"]
 
 
 def small_study(seed: int = 101):

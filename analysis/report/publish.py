@@ -18,13 +18,20 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from analysis import config
 from analysis.errors import InputError
 from analysis.report import figures
 from analysis.report.provenance import provenance, stamp
-from analysis.stats.models import ModelFit, fit_study_model
+from analysis.stats.hypotheses import (
+    evaluate_hypotheses,
+    fit_models,
+    load_hypotheses,
+    model_spec,
+)
+from analysis.stats.models import ModelFit
 from analysis.study.codebook import load_codebook
 
 SCHEMA_VERSION = 1
@@ -37,7 +44,10 @@ def _round(x):
         return {k: _round(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
         return [_round(v) for v in x]
-    if isinstance(x, float):
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, float | np.floating):
+        x = float(x)
         if math.isnan(x) or math.isinf(x):
             return None
         return float(f"{x:.{SIGNIFICANT_DIGITS}g}")
@@ -57,10 +67,10 @@ def load_processed(processed_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dic
     return pd.read_parquet(paths[0]), pd.read_parquet(paths[1]), manifest
 
 
-def model_entry(fit: ModelFit, *, outcome: str) -> dict:
+def model_entry(fit: ModelFit, *, outcome: str, label: str | None = None) -> dict:
     coefs = fit.tidy()[["term", "estimate", "std_error", "ci_low", "ci_high", "p_value"]]
     return {
-        "formula": fit.formula, "outcome": outcome, "family": fit.family.name,
+        "formula": fit.formula, "outcome": outcome, "label": label, "family": fit.family.name,
         "estimator": "design-based GLM (Taylor linearisation, strata, PSUs, FPC)",
         "variance": fit.variance, "n": fit.n, "df_residual": int(fit.df_resid),
         "n_psu": int(fit.design.n_psu), "n_strata": int(fit.design.n_strata),
@@ -68,20 +78,51 @@ def model_entry(fit: ModelFit, *, outcome: str) -> dict:
     }
 
 
-def ame_entries(ame: pd.DataFrame) -> list[dict]:
-    return [{"support_model": r.level, "estimate_pp": 100 * r.estimate,
-             "std_error_pp": 100 * r.std_error, "ci_low_pp": 100 * r.ci_low,
-             "ci_high_pp": 100 * r.ci_high, "p_value": r.p_value, "n": int(r.n)}
-            for r in ame.itertuples()]
+def ame_entries(ame: pd.DataFrame, *, scale: float = 100.0, units: str = "pp") -> list[dict]:
+    """AME rows; on the percentage-point scale (``_pp`` keys) for probabilities and shares,
+    else with plain keys and a ``units`` field."""
+    rows = []
+    for r in ame.itertuples():
+        if units == "pp":
+            rows.append({"support_model": r.level, "estimate_pp": scale * r.estimate,
+                         "std_error_pp": scale * r.std_error, "ci_low_pp": scale * r.ci_low,
+                         "ci_high_pp": scale * r.ci_high, "p_value": r.p_value, "n": int(r.n)})
+        else:
+            rows.append({"support_model": r.level, "estimate": r.estimate,
+                         "std_error": r.std_error, "ci_low": r.ci_low, "ci_high": r.ci_high,
+                         "p_value": r.p_value, "n": int(r.n), "units": units})
+    return rows
+
+
+#: AME units by outcome: probabilities and shares in percentage points.
+AME_UNITS = {"non_substitutive": "pp", "transformative": "pp", "nonsub_share": "pp",
+             "samr_index": "SAMR index points (1-4)"}
+
+
+def _records(df: pd.DataFrame) -> list[dict]:
+    return df.to_dict(orient="records")
 
 
 def build_results(teachers: pd.DataFrame, districts: pd.DataFrame, manifest: dict
                   ) -> tuple[dict, dict]:
     """results.json content, and the intermediate tables the figures need."""
     cb = load_codebook()
-    fit = fit_study_model(teachers, "M1")
-    ame = fit.ame("support_model", reference=cb.reference_model)
-    rates = fit.predicted_rates("support_model")
+    spec = load_hypotheses()
+    fits = fit_models(teachers, None, spec)
+    hyp = evaluate_hypotheses(teachers, spec=spec, fits=fits)
+    m1 = fits["M1"]
+    rates = m1.predicted_rates("support_model")
+    models, ames = {}, {}
+    for name, fit in fits.items():
+        m = model_spec(name, spec)
+        models[name] = model_entry(fit, outcome=m["outcome"], label=spec["models"][name].get(
+            "label"))
+        if name in ("M1", "M2", "M3", "M4"):
+            units = AME_UNITS[m["outcome"]]
+            ames[name] = ame_entries(fit.ame("support_model", reference=cb.reference_model),
+                                     units=units)
+    pairwise = hyp.pairwise.assign(**{c: hyp.pairwise[c] * 100 for c in
+                                      ("estimate", "std_error", "ci_low", "ci_high")})
     results = {
         "schema_version": SCHEMA_VERSION,
         "provenance": provenance(manifest["raw"]),
@@ -89,15 +130,26 @@ def build_results(teachers: pd.DataFrame, districts: pd.DataFrame, manifest: dic
                  "n_teachers": int(len(teachers)),
                  "n_districts": int(districts["district_id"].nunique()),
                  "n_schools": int(teachers["school_id"].nunique())},
-        "models": {"M1": model_entry(fit, outcome=cb.model_spec("M1")["outcome"])},
-        "ame": {"M1": ame_entries(ame)},
+        "design": {"weights": "weight", "strata": "stratum", "psu": "district_id",
+                   "fpc": "fpc_districts", "variance": "Taylor linearisation",
+                   "n_strata": int(m1.design.n_strata), "n_psu": int(m1.design.n_psu),
+                   "degrees_of_freedom": int(m1.design.degrees_of_freedom)},
+        "models": models,
+        "ame": ames,
         "predicted_rates": {"M1": [
             {"support_model": r.level, "estimate_pct": 100 * r.estimate,
              "ci_low_pct": 100 * r.ci_low, "ci_high_pct": 100 * r.ci_high, "n": int(r.n)}
             for r in rates.itertuples()]},
-        "hypotheses": [],
+        "contrasts": {"M1": [dict(r, units="pp") for r in _records(
+            pairwise[["level_a", "level_b", "estimate", "std_error", "ci_low", "ci_high",
+                      "p_value", "p_adjusted"]])]},
+        "hypotheses": _records(hyp.table),
+        "hypothesis_verdicts": hyp.summary,
+        "moderation": _records(hyp.moderation),
+        "grade_trend": _records(hyp.trend)[0],
+        "cost_effectiveness": _records(hyp.cost_effectiveness),
     }
-    return _round(results), {"fit": fit, "rates": rates}
+    return _round(results), {"fit": m1, "rates": rates, "hypotheses": hyp}
 
 
 def run_report(processed_dir: Path, reports_dir: Path) -> Path:

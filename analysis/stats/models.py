@@ -162,31 +162,94 @@ class ModelFit:
     def _weights(self) -> np.ndarray:
         return self.design.w[self.used]
 
-    def predicted_rates(self, variable: str, *, levels: list | None = None,
+    def margins(self, at: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+        """Average predictions under counterfactual settings, with their influence values.
+
+        Parameters
+        ----------
+        at : list of dict
+            Each dict sets columns for everyone analysed, e.g.
+            ``{"support_model": "coaching", "vision_z": -1.0}``.
+
+        Returns
+        -------
+        (ndarray, ndarray)
+            The weighted mean prediction of each setting (m,), and its influence
+            values (n_design, m): the sampling of the covariates plus the
+            coefficients' influence through the delta method (design-based,
+            "unconditional" margins). Any linear combination of the margins has
+            the variance ``design.variance(influence @ weights)``.
+        """
+        frame = self._frame()
+        w = self._weights()
+        total_w = w.sum()
+        beta = self.coef.to_numpy()
+        rows = np.flatnonzero(self.used)
+        est = np.empty(len(at))
+        grads = np.empty((len(beta), len(at)))
+        infl = np.zeros((len(self.design.data), len(at)))
+        for j, setting in enumerate(at):
+            cf = frame.copy()
+            for col, value in setting.items():
+                if isinstance(frame[col].dtype, pd.CategoricalDtype):
+                    cf[col] = pd.Categorical(np.repeat(value, len(cf)),
+                                             categories=frame[col].cat.categories)
+                else:
+                    cf[col] = value
+            (X,) = patsy.build_design_matrices([self.design_info], cf, NA_action="raise")
+            X = np.asarray(X)
+            eta = X @ beta
+            pred = self.family.linkinv(eta)
+            est[j] = np.sum(w * pred) / total_w
+            grads[:, j] = (w * self.family.mu_eta(eta)) @ X / total_w
+            infl[rows, j] = w * (pred - est[j]) / total_w
+        infl += self.beta_influence @ grads
+        return est, infl
+
+    def combine(self, at: list[dict], weights, *, labels=None, level: float = 0.95,
+                n=None) -> pd.DataFrame:
+        """Linear combinations of margins (rows of ``weights``, shape (k, len(at))), with
+        design-based SEs and t-based inference on the residual df."""
+        est, infl = self.margins(at)
+        L = np.atleast_2d(np.asarray(weights, dtype=float))
+        value = L @ est
+        se = np.sqrt(np.diag(self.design.variance(infl @ L.T)))
+        labels = labels if labels is not None else [f"c{k}" for k in range(len(value))]
+        return _tidy(labels, value, se, self.df_resid, level, self.n if n is None else n)
+
+    def _levels(self, variable, levels=None) -> list:
+        col = self._frame()[variable]
+        return list(levels or (col.cat.categories if hasattr(col, "cat") else
+                               sorted(col.unique())))
+
+    def _counts(self, variable, levels) -> list[int]:
+        counts = self._frame()[variable].astype(object).value_counts()
+        return [int(counts.get(lv, 0)) for lv in levels]
+
+    def predicted_rates(self, variable: str, *, levels: list | None = None, at: dict | None = None,
                         level: float = 0.95) -> pd.DataFrame:
         """Average predicted outcome with ``variable`` set to each level (g-computation).
 
         Each rate is the weighted mean over the analysed rows of the prediction
-        with everyone's ``variable`` set to that level; its variance combines
-        the coefficients' influence and the sampling of the covariates
-        (design-based, "unconditional" delta method).
+        with everyone's ``variable`` set to that level (and the columns in
+        ``at`` set as given); its variance combines the coefficients' influence
+        and the sampling of the covariates (design-based, "unconditional"
+        delta method).
 
         Returns
         -------
         DataFrame
-            ``level, estimate, std_error, ci_low, ci_high, n`` (``n``: rows whose
+            ``level, estimate, std_error, df, ci_low, ci_high, n`` (``n``: rows whose
             observed value is that level).
         """
-        est, infl, levels = self._counterfactual(variable, levels)
-        var = self.design.variance(infl)
-        se = np.sqrt(np.diag(var))
-        frame = self._frame()
-        counts = frame[variable].astype(object).value_counts()
-        out = _tidy(levels, est, se, self.df_resid, level,
-                    [int(counts.get(lv, 0)) for lv in levels])
+        levels = self._levels(variable, levels)
+        settings = [dict(at or {}, **{variable: lv}) for lv in levels]
+        out = self.combine(settings, np.eye(len(levels)), labels=levels, level=level,
+                           n=self._counts(variable, levels))
         return out.rename(columns={"term": "level"}).drop(columns=["statistic", "p_value"])
 
-    def ame(self, variable: str, *, reference, level: float = 0.95) -> pd.DataFrame:
+    def ame(self, variable: str, *, reference, at: dict | None = None,
+            level: float = 0.95) -> pd.DataFrame:
         """Average marginal effect of each level of ``variable`` against ``reference``.
 
         Returns
@@ -195,43 +258,43 @@ class ModelFit:
             ``level, estimate, std_error, statistic, df, p_value, ci_low, ci_high, n``
             on the outcome scale (a probability difference for a binary outcome).
         """
-        est, infl, levels = self._counterfactual(variable, None)
+        levels = self._levels(variable)
         ref = levels.index(reference)
         others = [j for j in range(len(levels)) if j != ref]
-        diff = est[others] - est[ref]
-        d_infl = infl[:, others] - infl[:, [ref]]
-        se = np.sqrt(np.diag(self.design.variance(d_infl)))
-        frame = self._frame()
-        counts = frame[variable].astype(object).value_counts()
-        out = _tidy([levels[j] for j in others], diff, se, self.df_resid, level,
-                    [int(counts.get(levels[j], 0)) for j in others])
+        L = np.zeros((len(others), len(levels)))
+        L[np.arange(len(others)), others] = 1.0
+        L[:, ref] = -1.0
+        settings = [dict(at or {}, **{variable: lv}) for lv in levels]
+        counts = self._counts(variable, levels)
+        out = self.combine(settings, L, labels=[levels[j] for j in others], level=level,
+                           n=[counts[j] for j in others])
         return out.rename(columns={"term": "level"})
 
-    def _counterfactual(self, variable, levels):
-        frame = self._frame()
-        col = frame[variable]
-        levels = list(levels or (col.cat.categories if hasattr(col, "cat") else
-                                 sorted(col.unique())))
-        w = self._weights()
-        total_w = w.sum()
-        beta = self.coef.to_numpy()
-        est = np.empty(len(levels))
-        infl = np.zeros((len(self.design.data), len(levels)))
-        rows = np.flatnonzero(self.used)
-        for j, lv in enumerate(levels):
-            cf = frame.copy()
-            cf[variable] = pd.Categorical([lv] * len(cf), categories=col.cat.categories) \
-                if hasattr(col, "cat") else lv
-            (X,) = patsy.build_design_matrices([self.design_info], cf,
-                                               NA_action="raise")
-            X = np.asarray(X)
-            eta = X @ beta
-            pred = self.family.linkinv(eta)
-            est[j] = np.sum(w * pred) / total_w
-            grad = (w * self.family.mu_eta(eta)) @ X / total_w
-            infl[rows, j] = w * (pred - est[j]) / total_w
-            infl[:, j] += self.beta_influence @ grad
-        return est, infl, levels
+    def pairwise(self, variable: str, *, level: float = 0.95,
+                 adjust: str = "holm") -> pd.DataFrame:
+        """Every pairwise difference of average predictions between levels of ``variable``,
+        with multiplicity-adjusted p-values (Holm by default).
+
+        Returns
+        -------
+        DataFrame
+            ``level_a, level_b, estimate`` (a minus b), ``std_error, statistic, df,
+            p_value, p_adjusted, ci_low, ci_high``.
+        """
+        from statsmodels.stats.multitest import multipletests
+
+        levels = self._levels(variable)
+        pairs = [(a, b) for i, a in enumerate(levels) for b in levels[i + 1:]]
+        L = np.zeros((len(pairs), len(levels)))
+        for k, (a, b) in enumerate(pairs):
+            L[k, levels.index(a)] = 1.0
+            L[k, levels.index(b)] = -1.0
+        out = self.combine([{variable: lv} for lv in levels], L,
+                           labels=[f"{a} - {b}" for a, b in pairs], level=level)
+        out.insert(0, "level_a", [a for a, _ in pairs])
+        out.insert(1, "level_b", [b for _, b in pairs])
+        out["p_adjusted"] = multipletests(out["p_value"], method=adjust)[1]
+        return out.drop(columns=["term", "n"])
 
     def contrast(self, weights: dict[str, float], *, level: float = 0.95) -> pd.DataFrame:
         """Linear combination of coefficients, e.g. ``{"a": 1, "b": -1}``."""

@@ -58,3 +58,50 @@ v <- svyrecvar(d_infl, design$cluster, design$strata, design$fpc, postStrata = N
 ame <- data.frame(support_model = models[-ref], estimate = rates[-ref] - rates[ref],
                   std_error = sqrt(diag(v)))
 write.csv(ame, file.path(here, "m1_ame_reference.csv"), row.names = FALSE)
+
+# Models M2-M8 of analysis/stats/hypotheses.yaml (other outcomes; moderation models).
+# Moderators as the hypotheses file defines them: z-scores across responding districts,
+# log2(campuses per director / 8) with 0 where there is no director, position cut = "yes".
+districts <- teachers[!duplicated(teachers$district_id), ]
+z <- function(col) (teachers[[col]] - mean(districts[[col]], na.rm = TRUE)) /
+  sd(districts[[col]], na.rm = TRUE)
+teachers$it_control_z <- z("it_control")
+teachers$vision_z <- z("vision")
+teachers$role_fidelity_z <- z("role_fidelity")
+teachers$log2_cpd <- ifelse(is.na(teachers$campuses_per_director), 0,
+                            log2(teachers$campuses_per_director / 8))
+teachers$position_cut_yes <- ifelse(is.na(teachers$position_cut), NA,
+                                    as.numeric(teachers$position_cut == "yes"))
+
+design <- svydesign(ids = ~district_id, strata = ~stratum, fpc = ~fpc_districts,
+                    weights = ~weight, data = teachers)
+rhs <- "relevel(support_model, 'tech_support_only') + frl_pct + log(enrollment) +
+  relevel(locale, 'suburb') + I(tech_spend_pp / 100) + students_per_device + years_teaching +
+  relevel(grade_band, 'elementary') + relevel(subject, 'ela')"
+is_m <- function(m, x) sprintf("I((support_model == '%s') * %s)", m, x)
+extra <- list(
+  M2 = c("transformative", "quasibinomial", ""),
+  M3 = c("nonsub_share", "quasibinomial", ""),
+  M4 = c("samr_index", "gaussian", ""),
+  M5 = c("non_substitutive", "quasibinomial", paste("+", is_m("director", "log2_cpd"))),
+  M6 = c("non_substitutive", "quasibinomial",
+         paste("+ it_control_z +", is_m("director", "it_control_z"), "+",
+               is_m("coaching", "it_control_z"))),
+  M7 = c("non_substitutive", "quasibinomial",
+         paste("+ vision_z +", paste(sapply(c("pay_and_pray", "vanguard", "consultant",
+                                                "director", "coaching"),
+                                              function(m) is_m(m, "vision_z")),
+                                       collapse = " + "))),
+  M8 = c("non_substitutive", "quasibinomial",
+         paste("+ role_fidelity_z + position_cut_yes +", is_m("coaching", "role_fidelity_z"),
+               "+", is_m("coaching", "position_cut_yes"))))
+all <- list()
+for (name in names(extra)) {
+  e <- extra[[name]]
+  fam <- if (e[2] == "gaussian") gaussian() else quasibinomial()
+  g <- svyglm(as.formula(paste(e[1], "~", rhs, e[3])), design = design, family = fam)
+  s <- summary(g)$coefficients
+  all[[name]] <- data.frame(model = name, term = rownames(s), estimate = s[, 1],
+                            std_error = s[, 2], df_residual = g$df.residual)
+}
+write.csv(do.call(rbind, all), file.path(here, "models_reference.csv"), row.names = FALSE)

@@ -37,7 +37,18 @@ def test_results_contract(results):
     for a in ame:
         assert {"support_model", "estimate_pp", "ci_low_pp", "ci_high_pp", "p_value"} <= set(a)
         assert a["ci_low_pp"] < a["estimate_pp"] < a["ci_high_pp"]
-    assert results["hypotheses"] == []
+    hyp = results["hypotheses"]
+    assert {h["hypothesis"] for h in hyp} == {f"H{k}" for k in range(1, 9)}
+    for h in hyp:
+        assert {"id", "statement", "estimate", "ci_low", "ci_high", "p_value", "p_adjusted",
+                "verdict"} <= set(h)
+        assert h["verdict"] in ("supported", "not supported", "inconclusive")
+    assert set(results["hypothesis_verdicts"]) == {f"H{k}" for k in range(1, 9)}
+    assert {"M1", "M2", "M3", "M4"} <= set(results["models"]) and {"M1", "M4"} <= set(
+        results["ame"])
+    for model in results["models"].values():
+        assert {"formula", "outcome", "family", "estimator", "n", "coefficients"} <= set(model)
+    assert len(results["contrasts"]["M1"]) == 15
 
 
 def test_results_m1_numbers_are_rs(results):

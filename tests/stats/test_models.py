@@ -121,3 +121,44 @@ def test_contrast_of_two_coefficients(m1_fit):
     v = m1_fit.vcov
     assert np.isclose(c["estimate"].iloc[0], m1_fit.coef[a] - m1_fit.coef[b])
     assert np.isclose(c["std_error"].iloc[0] ** 2, v.loc[a, a] + v.loc[b, b] - 2 * v.loc[a, b])
+
+
+def test_other_outcome_and_moderation_models_match_r(m1_data):
+    """M2-M8 of hypotheses.yaml (tests/reference/models_reference.csv, m1_reference.R)."""
+    from analysis.stats.hypotheses import fit_models
+
+    data = m1_data.copy()
+    data["position_cut"] = pd.Categorical(data["position_cut"],
+                                          categories=["yes", "no", "not_sure"])
+    ref_all = pd.read_csv(REFERENCE / "models_reference.csv")
+    names = ["M2", "M3", "M4", "M5", "M6", "M7", "M8"]
+    fits = fit_models(data, names)
+    for name in names:
+        r = ref_all[ref_all["model"] == name].copy()
+        r["term"] = r["term"].str.replace("'", '"')
+        r = r.set_index("term")
+        tidy = fits[name].tidy().set_index("term")
+        assert len(tidy) == len(r), name
+        for term, row in tidy.iterrows():
+            ref = r.loc[_r_term(term)]
+            assert sig6(row["estimate"], ref["estimate"]), (name, term)
+            assert sig6(row["std_error"], ref["std_error"]), (name, term)
+        assert fits[name].df_resid == int(r["df_residual"].iloc[0])
+
+
+def test_pairwise_contrasts_are_differences_of_rates_with_holm(m1_fit):
+    pw = m1_fit.pairwise("support_model")
+    assert len(pw) == 15
+    rates = m1_fit.predicted_rates("support_model").set_index("level")["estimate"]
+    for r in pw.itertuples():
+        assert np.isclose(r.estimate, rates[r.level_a] - rates[r.level_b])
+    assert (pw["p_adjusted"] >= pw["p_value"] - 1e-15).all()
+    from statsmodels.stats.multitest import multipletests
+    assert np.allclose(pw["p_adjusted"], multipletests(pw["p_value"], method="holm")[1])
+
+
+def test_margins_variance_of_a_contrast_equals_ame_se(m1_fit):
+    ame = m1_fit.ame("support_model", reference="tech_support_only").set_index("level")
+    c = m1_fit.combine([{"support_model": "coaching"}, {"support_model": "tech_support_only"}],
+                       [[1, -1]])
+    assert np.isclose(c["std_error"].iloc[0], ame.loc["coaching", "std_error"], rtol=1e-12)
