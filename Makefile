@@ -9,12 +9,15 @@ RAW    := data/raw
 PROC   := data/processed
 REPORTS := reports
 
-RAW_FILES  := $(RAW)/frame_districts.csv $(RAW)/frame_schools.csv $(RAW)/district_survey.xlsx $(RAW)/teacher_survey.csv
+# the survey exports may be .csv, .xlsx, .sav or .dta (analysis/study/codebook.yaml `files`)
+RAW_FILES  := $(RAW)/frame_districts.csv $(RAW)/frame_schools.csv $(wildcard $(RAW)/district_survey.* $(RAW)/teacher_survey.*)
 CODE       := $(shell find analysis -name '*.py' -o -name '*.yaml' 2>/dev/null)
 PROCESSED  := $(PROC)/teachers.parquet $(PROC)/districts.parquet $(PROC)/flow.csv $(PROC)/manifest.json
 
 .DEFAULT_GOAL := help
-.PHONY: help env data data-raw analysis report test lint clean
+NOTEBOOKS  := $(wildcard notebooks/[0-9][0-9]-*.ipynb)
+
+.PHONY: help env data data-raw analysis report notebooks lab test lint clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -37,12 +40,22 @@ $(PROCESSED) &: $(STAMP) $(RAW_FILES) $(CODE)
 data-raw: $(STAMP) ## regenerate the bundled synthetic raw data (byte-identical)
 	$(PY) -m analysis simulate --out $(RAW)
 
-analysis: report ## fit the models (same as report for now)
+analysis: $(REPORTS)/results.json ## fit the models and test the hypotheses (results.json, tables, figures)
 
-report: $(REPORTS)/results.json ## run the whole pipeline: results.json and figures in reports/
+report: $(REPORTS)/results.json $(REPORTS)/notebooks/.done ## the whole pipeline: results.json, tables, figures, report.html, summary.md, notebooks
 
 $(REPORTS)/results.json: $(PROCESSED) $(CODE)
 	$(PY) -m analysis report --processed $(PROC) --reports $(REPORTS)
+
+notebooks: $(REPORTS)/notebooks/.done ## execute the notebooks into reports/notebooks/
+
+$(REPORTS)/notebooks/.done: $(REPORTS)/results.json $(NOTEBOOKS)
+	$(PY) -m analysis notebooks --raw $(RAW) --processed $(PROC) --reports $(REPORTS)
+	@touch $@
+
+lab: $(STAMP) ## open JupyterLab on the project's environment (kernel registered)
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (support-models)"
+	cd notebooks && ../$(VENV)/bin/jupyter lab
 
 test: $(STAMP) ## run the test suite
 	$(PY) -m pytest -q

@@ -60,6 +60,15 @@ def _weights(args) -> None:
         print(report.to_string(index=False, float_format=lambda v: f"{v:,.3f}"))
 
 
+def _notebooks(args) -> None:
+    from analysis.report.notebooks import run_notebooks
+
+    times = run_notebooks(raw_dir=Path(args.raw), processed_dir=Path(args.processed),
+                          reports_dir=Path(args.reports))
+    for name, seconds in times.items():
+        print(f"{name:28s} {seconds:6.1f} s")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -83,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--district-format", choices=formats, default=None,
                    help="export format of the district survey (overrides --format)")
     p.set_defaults(func=_clean)
+
+    p = sub.add_parser("notebooks", help="execute the notebooks into reports/notebooks/")
+    p.add_argument("--raw", default=str(config.RAW_DIR))
+    p.add_argument("--processed", default=str(config.PROCESSED_DIR))
+    p.add_argument("--reports", default=str(config.REPORTS_DIR))
+    p.set_defaults(func=_notebooks)
 
     p = sub.add_parser("weights", help="weights report: sum, CV, Kish n_eff, deff by stratum")
     p.add_argument("--processed", default=str(config.PROCESSED_DIR))

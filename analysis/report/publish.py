@@ -23,7 +23,7 @@ import pandas as pd
 
 from analysis import config
 from analysis.errors import InputError
-from analysis.report import figures
+from analysis.report import figures, tables
 from analysis.report.provenance import provenance, stamp
 from analysis.stats.hypotheses import (
     evaluate_hypotheses,
@@ -31,7 +31,7 @@ from analysis.stats.hypotheses import (
     load_hypotheses,
     model_spec,
 )
-from analysis.stats.models import ModelFit
+from analysis.stats.models import ModelFit, study_design
 from analysis.study.codebook import load_codebook
 
 SCHEMA_VERSION = 1
@@ -149,35 +149,287 @@ def build_results(teachers: pd.DataFrame, districts: pd.DataFrame, manifest: dic
         "grade_trend": _records(hyp.trend)[0],
         "cost_effectiveness": _records(hyp.cost_effectiveness),
     }
-    return _round(results), {"fit": m1, "rates": rates, "hypotheses": hyp}
+    return results, {"fit": m1, "rates": rates, "hypotheses": hyp}
+
+
+# ---------------------------------------------------------------------------
+# Small cells
+# ---------------------------------------------------------------------------
+def model_cells(fit: ModelFit) -> pd.DataFrame:
+    """Unweighted teachers and districts behind each support model in a fit."""
+    used = fit.design.data.loc[fit.used]
+    g = used.groupby(used["support_model"].astype(object))
+    return pd.DataFrame({"n_teachers": g.size(), "n_districts": g["district_id"].nunique()})
+
+
+def small_levels(cells: pd.DataFrame, rules: tables.Suppression | None = None) -> set[str]:
+    """Support models whose estimates rest on too few teachers or districts."""
+    rules = rules or tables.Suppression()
+    bad = (cells["n_teachers"] < rules.min_teachers) | (cells["n_districts"] < rules.min_districts)
+    return set(cells.index[bad])
+
+
+def _mentions(text: str, levels: set[str]) -> bool:
+    return any(f"[T.{lv}]" in text or f'"{lv}"' in text for lv in levels)
+
+
+def suppress_results(results: dict, levels: set[str]) -> dict:
+    """Blank every number of results.json that rests on a small support-model cell."""
+    if not levels:
+        return results
+    note = {"note": tables.SUPPRESSED}
+
+    def blank(row, keys):
+        return dict(row, **{k: None for k in keys if k in row}, **note)
+
+    for model in results["models"].values():
+        model["coefficients"] = [
+            blank(c, ("estimate", "std_error", "ci_low", "ci_high", "p_value"))
+            if _mentions(c["term"], levels) else c for c in model["coefficients"]]
+    num = ("estimate_pp", "std_error_pp", "ci_low_pp", "ci_high_pp", "p_value", "estimate",
+           "std_error", "ci_low", "ci_high", "estimate_pct", "ci_low_pct", "ci_high_pct",
+           "p_adjusted", "ame_pp", "spending_difference", "spending_mean", "n")
+    for key in ("ame", "predicted_rates"):
+        for name, rows in results[key].items():
+            results[key][name] = [blank(r, num) if r["support_model"] in levels else r
+                                  for r in rows]
+    results["contrasts"] = {name: [blank(r, num) if {r["level_a"], r["level_b"]} & levels
+                                   else r for r in rows]
+                            for name, rows in results["contrasts"].items()}
+    for key in ("moderation", "cost_effectiveness"):
+        results[key] = [blank(r, num) if r["support_model"] in levels else r
+                        for r in results[key]]
+    spec = {h["id"]: h for h in load_hypotheses()["hypotheses"]}
+    for k, h in enumerate(results["hypotheses"]):
+        e = spec.get(h["id"], {}).get("estimand", {})
+        involved = {e.get("level"), e.get("versus")} | (
+            set(load_codebook().support_model_codes()) if e.get("type") == "trend" else set())
+        involved |= {lv for lv in levels if _mentions(str(e.get("terms", "")), {lv})}
+        if involved & levels:
+            results["hypotheses"][k] = dict(blank(h, num), verdict="inconclusive")
+    if any(lv in levels for lv in load_codebook().support_model_codes()):
+        results["grade_trend"] = blank(results["grade_trend"], num + (
+            "spearman_rho", "spearman_ci_low", "spearman_ci_high"))
+    results["suppressed_support_models"] = sorted(levels)
+    return results
+
+
+# ---------------------------------------------------------------------------
+# The report
+# ---------------------------------------------------------------------------
+def samr_distribution(teachers: pd.DataFrame) -> pd.DataFrame:
+    """Weighted SAMR level shares by support model (design-based CIs), with cell counts."""
+    cb = load_codebook()
+    design = study_design(teachers)
+    props = design.proportion("samr_level", by="support_model")
+    data = design.data
+    cells = data.groupby([data["support_model"].astype(object),
+                          data["samr_level"].astype(object)]).agg(
+        n_teachers=("response_id", "size"), n_districts=("district_id", "nunique"))
+    props = props.join(cells, on=["support_model", "level"])
+    by_model = data.groupby(data["support_model"].astype(object))["district_id"].nunique()
+    props["model_districts"] = props["support_model"].map(by_model)
+    props[["n_teachers", "n_districts"]] = props[["n_teachers", "n_districts"]].fillna(0)
+    short = dict(cb.support_model_short(), **{cb.other_model_code: "Other (unmapped)"})
+    props["label"] = props["support_model"].map(short)
+    return props
 
 
 def run_report(processed_dir: Path, reports_dir: Path) -> Path:
-    """Fit M1 and write ``results.json`` and the headline figure into ``reports_dir``."""
+    """Fit the models, test the hypotheses and write everything into ``reports_dir``:
+    results.json, tables/, figures/, summary.md and report.html."""
+    from analysis.report import document
+
     teachers, districts, manifest = load_processed(processed_dir)
     results, parts = build_results(teachers, districts, manifest)
+    cells = model_cells(parts["fit"])
+    results = _round(suppress_results(results, small_levels(cells)))
     reports_dir = Path(reports_dir)
     reports_dir.mkdir(parents=True, exist_ok=True)
     out = reports_dir / config.RESULTS_FILE
     out.write_text(json.dumps(results, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
-    _headline_figure(parts, teachers, results, reports_dir / "figures")
+    flow = pd.read_csv(Path(processed_dir) / config.FLOW_FILE)
+    samr = samr_distribution(teachers)
+    write_tables(results, cells, samr, flow, reports_dir / "tables")
+    write_figures(results, cells, samr, flow, reports_dir / "figures")
+    document.write_summary(results, reports_dir / "summary.md")
+    document.write_html(results, reports_dir)
     return out
 
 
-def _headline_figure(parts, teachers, results, fig_dir: Path):
+def _label(code: str) -> str:
     cb = load_codebook()
-    fit = parts["fit"]
-    used = fit.design.data.loc[fit.used]
-    n_dist = used.groupby("support_model", observed=False)["district_id"].nunique()
     short = cb.support_model_short()
     grades = {m["code"]: m["grade"] for m in cb.support_models()}
-    rates = parts["rates"].set_index("level").loc[list(reversed(cb.support_model_codes()))]
+    return f"{short[code]} ({grades[code]})" if code in short else code
+
+
+def _ame_table(results, cells) -> pd.DataFrame:
+    rows = []
+    for r in results["ame"]["M1"]:
+        c = cells.loc[r["support_model"]] if r["support_model"] in cells.index else None
+        rows.append({
+            "Support model": _label(r["support_model"]),
+            "AME (pp)": r["estimate_pp"], "95% CI": tables.apa_ci(r["ci_low_pp"],
+                                                                   r["ci_high_pp"])
+            if r["estimate_pp"] is not None else "",
+            "p": tables.apa_p(r["p_value"]) if r["p_value"] is not None else "",
+            "Teachers": None if c is None else int(c["n_teachers"]),
+            "Districts": None if c is None else int(c["n_districts"]),
+            "Note": r.get("note", "")})
+    return pd.DataFrame(rows)
+
+
+def write_tables(results: dict, cells: pd.DataFrame, samr: pd.DataFrame, flow: pd.DataFrame,
+                 out_dir: Path) -> list[Path]:
+    """Every table of the report as CSV, Markdown and LaTeX (small cells suppressed)."""
+    note = tables.design_note(results)
+    written = []
+    ame = tables.suppress(_ame_table(results, cells), value_columns=["AME (pp)"],
+                          n_teachers="Teachers", n_districts="Districts")
+    ame["Note"] = ame["Note"].where(ame["Note"] != "", ame.pop("note"))
+    written += tables.publish_table(
+        ame, name="ame_m1", out_dir=out_dir,
+        title="Adjusted association of each support model with non-substitutive use (M1)",
+        notes=[note, "AME: average marginal effect against Tech Support Only, in percentage "
+                     "points; design-based delta-method CIs."], digits=1)
+    hyp = pd.DataFrame([{
+        "ID": h["id"], "Hypothesis": h["statement"], "Estimate": h["estimate"],
+        "95% CI": tables.apa_ci(h["ci_low"], h["ci_high"], 2) if h["estimate"] is not None
+        else "", "p": tables.apa_p(h["p_value"]) if h["p_value"] is not None else "",
+        "p (Holm)": tables.apa_p(h["p_adjusted"]) if h["p_adjusted"] is not None else "",
+        "Units": h["units"], "Verdict": h["verdict"]} for h in results["hypotheses"]])
+    written += tables.publish_table(
+        hyp, name="hypotheses", out_dir=out_dir, title="Hypotheses H1-H8: verdicts",
+        notes=[note, "p (Holm): Holm-adjusted within the confirmatory family. Verdict rules in "
+                     "analysis/stats/hypotheses.yaml."], digits=2)
+    pw = pd.DataFrame([{
+        "Model A": _label(r["level_a"]), "Model B": _label(r["level_b"]),
+        "Difference (pp)": r["estimate"],
+        "95% CI": tables.apa_ci(r["ci_low"], r["ci_high"]) if r["estimate"] is not None
+        else "", "p (Holm)": tables.apa_p(r["p_adjusted"]) if r["p_adjusted"] is not None
+        else "", "Note": r.get("note", "")} for r in results["contrasts"]["M1"]])
+    written += tables.publish_table(
+        pw, name="pairwise_contrasts", out_dir=out_dir,
+        title="Pairwise differences in adjusted rates of non-substitutive use (M1)",
+        notes=[note, "Holm-adjusted p-values over the 15 pairs."], digits=1)
+    coef = pd.DataFrame([{
+        "Term": c["term"], "b": c["estimate"], "SE": c["std_error"],
+        "95% CI": tables.apa_ci(c["ci_low"], c["ci_high"], 3) if c["estimate"] is not None
+        else "", "p": tables.apa_p(c["p_value"]) if c["p_value"] is not None else "",
+        "Note": c.get("note", "")} for c in results["models"]["M1"]["coefficients"]])
+    written += tables.publish_table(
+        coef, name="m1_coefficients", out_dir=out_dir,
+        title="M1: design-based logistic regression of non-substitutive use",
+        notes=[note, results["models"]["M1"]["formula"]], digits=3)
+    s = samr.assign(share=100 * samr["estimate"], low=100 * samr["ci_low"],
+                    high=100 * samr["ci_high"])
+    s = tables.suppress(s, value_columns=["share", "low", "high"], n_teachers="n_teachers",
+                        n_districts="model_districts", cv="cv")
+    samr_table = pd.DataFrame({
+        "Support model": s["label"], "SAMR level": s["level"], "Share (%)": s["share"],
+        "95% CI": [tables.apa_ci(lo, hi) for lo, hi in zip(s["low"], s["high"], strict=True)],
+        "Teachers": s["n_teachers"], "Note": s["note"]})
+    written += tables.publish_table(
+        samr_table, name="samr_distribution", out_dir=out_dir,
+        title="SAMR level (T7) by support model, weighted",
+        notes=[note, "Estimates with a CV of 30-50% are flagged; with fewer than "
+                     f"{tables.Suppression().min_teachers} teachers or "
+                     f"{tables.Suppression().min_districts} districts, or a CV of 50% or "
+                     "more, suppressed."], digits=1)
+    ce = pd.DataFrame([{
+        "Support model": _label(r["support_model"]), "pp per 100 USD": r["estimate"],
+        "95% CI": tables.apa_ci(r["ci_low"], r["ci_high"]) if r["estimate"] is not None else "",
+        "AME (pp)": r["ame_pp"], "Extra USD per pupil": r["spending_difference"],
+        "Note": r.get("note", "")} for r in results["cost_effectiveness"]])
+    written += tables.publish_table(
+        ce, name="cost_effectiveness", out_dir=out_dir,
+        title="H8: adjusted gain per 100 USD of per-pupil support spending",
+        notes=[note, "Gain over Tech Support Only divided by the difference in mean per-pupil "
+                     "support spending; delta-method CIs."], digits=1)
+    mod = pd.DataFrame([{
+        "ID": r["id"], "Support model": _label(r["support_model"]),
+        "Moderator": r["moderator"], "Value": r["moderator_label"], "AME (pp)": r["estimate"],
+        "95% CI": tables.apa_ci(r["ci_low"], r["ci_high"]) if r["estimate"] is not None else "",
+        "Note": r.get("note", "")} for r in results["moderation"]])
+    written += tables.publish_table(
+        mod, name="moderation", out_dir=out_dir,
+        title="Conditional associations at moderator values (H4-H7)",
+        notes=[note, "AME against Tech Support Only with the moderator set to the value shown "
+                     "for every teacher."], digits=1)
+    t = flow[flow["table"] == "teachers"]
+    written += tables.publish_table(
+        t.rename(columns={"rule": "Rule", "n_in": "In", "n_dropped": "Dropped",
+                          "n_out": "Out"})[["Rule", "In", "Dropped", "Out"]],
+        name="cleaning_flow", out_dir=out_dir, title="Teacher responses at each quality rule",
+        notes=["Rules of the instrument, applied in this order; see cleaning_log.csv."])
+    return written
+
+
+def write_figures(results: dict, cells: pd.DataFrame, samr: pd.DataFrame, flow: pd.DataFrame,
+                  fig_dir: Path) -> list[Path]:
+    """Every figure of the report (PNG, SVG, alt text)."""
+    cb = load_codebook()
+    synthetic = results["data"]["synthetic"]
+    st = stamp(results["provenance"])
+    written = []
+    order = list(reversed(cb.support_model_codes()))
+    rates = {r["support_model"]: r for r in results["predicted_rates"]["M1"]}
     table = pd.DataFrame({
-        "label": [f"{short[c]} ({grades[c]})" for c in rates.index],
-        "estimate": rates["estimate"], "ci_low": rates["ci_low"], "ci_high": rates["ci_high"],
-        "n_teachers": rates["n"], "n_districts": [int(n_dist.get(c, 0)) for c in rates.index],
-    })
-    figures.adjusted_rates_figure(
-        table, fig_dir / "adjusted_rates_by_model", synthetic=results["data"]["synthetic"],
-        stamp=stamp(results["provenance"]), n_teachers=fit.n,
-        n_districts=int(used["district_id"].nunique()))
+        "label": [_label(c) for c in order],
+        "estimate": [_pct(rates[c]["estimate_pct"]) for c in order],
+        "ci_low": [_pct(rates[c]["ci_low_pct"]) for c in order],
+        "ci_high": [_pct(rates[c]["ci_high_pct"]) for c in order],
+        "n_teachers": [int(cells["n_teachers"].get(c, 0)) for c in order],
+        "n_districts": [int(cells["n_districts"].get(c, 0)) for c in order]})
+    m1 = results["models"]["M1"]
+    written += figures.adjusted_rates_figure(
+        table, fig_dir / "adjusted_rates_by_model", synthetic=synthetic, stamp=st,
+        n_teachers=m1["n"], n_districts=int(cells["n_districts"].sum()))
+    written += figures.flow_figure(flow, fig_dir / "cleaning_flow", synthetic=synthetic, stamp=st)
+    s = tables.suppress(samr, value_columns=["estimate", "ci_low", "ci_high"],
+                        n_teachers="n_teachers", n_districts="model_districts", cv="cv")
+    written += figures.samr_distribution_figure(s, fig_dir / "samr_by_model",
+                                                synthetic=synthetic, stamp=st)
+    pw = pd.DataFrame([{"label": f"{_label(r['level_a'])} - {_label(r['level_b'])}",
+                        "estimate": r["estimate"], "ci_low": r["ci_low"],
+                        "ci_high": r["ci_high"],
+                        "p": "" if r["p_adjusted"] is None else
+                        f"p(Holm) {tables.apa_p(r['p_adjusted'])}"}
+                       for r in results["contrasts"]["M1"]])
+    written += figures.forest_figure(
+        pw, fig_dir / "pairwise_contrasts", title="Pairwise differences between support models",
+        subtitle="Difference in adjusted rate of non-substitutive use (pp), 95% CIs, M1",
+        xlabel="Difference in percentage points (first minus second)", note_column="p",
+        alt="Forest plot of the 15 pairwise differences in adjusted rates of non-substitutive "
+            "use between support models, with 95% confidence intervals and Holm-adjusted "
+            "p-values.", synthetic=synthetic, stamp=st)
+    spec = load_hypotheses()
+    titles = {}
+    for h in spec["hypotheses"]:
+        if "conditional" in h:
+            cond = h["conditional"]
+            what = "each model" if isinstance(cond["level"], list) else \
+                load_codebook().support_model_short()[cond["level"]]
+            mod = spec["moderators"][cond["moderator"]].get("label", cond["moderator"])
+            titles[h["id"]] = f"{h['id']}: {what} by {mod}"
+    mod = pd.DataFrame(results["moderation"]).dropna(subset=["estimate"])
+    if len(mod):
+        written += figures.moderation_figure(mod, fig_dir / "moderation", titles=titles,
+                                             synthetic=synthetic, stamp=st)
+    ce = pd.DataFrame([{"label": _label(r["support_model"]), "estimate": r["estimate"],
+                        "ci_low": r["ci_low"], "ci_high": r["ci_high"]}
+                       for r in results["cost_effectiveness"]])
+    written += figures.forest_figure(
+        ce, fig_dir / "cost_effectiveness", title="Cost-effectiveness (H8)",
+        subtitle="Adjusted gain in non-substitutive use per 100 USD of per-pupil support "
+                 "spending, against Tech Support Only",
+        xlabel="Percentage points per 100 USD per pupil",
+        alt="Forest plot of the adjusted gain in non-substitutive use per 100 USD of per-pupil "
+            "support spending for each support model against Tech Support Only, with 95% CIs.",
+        synthetic=synthetic, stamp=st)
+    return written
+
+
+def _pct(v):
+    return None if v is None else v / 100

@@ -180,30 +180,35 @@ class ModelFit:
             "unconditional" margins). Any linear combination of the margins has
             the variance ``design.variance(influence @ weights)``.
         """
-        frame = self._frame()
-        w = self._weights()
-        total_w = w.sum()
-        beta = self.coef.to_numpy()
-        rows = np.flatnonzero(self.used)
-        est = np.empty(len(at))
-        grads = np.empty((len(beta), len(at)))
-        infl = np.zeros((len(self.design.data), len(at)))
-        for j, setting in enumerate(at):
-            cf = frame.copy()
-            for col, value in setting.items():
-                if isinstance(frame[col].dtype, pd.CategoricalDtype):
-                    cf[col] = pd.Categorical(np.repeat(value, len(cf)),
-                                             categories=frame[col].cat.categories)
-                else:
-                    cf[col] = value
-            (X,) = patsy.build_design_matrices([self.design_info], cf, NA_action="raise")
-            X = np.asarray(X)
-            eta = X @ beta
-            pred = self.family.linkinv(eta)
-            est[j] = np.sum(w * pred) / total_w
-            grads[:, j] = (w * self.family.mu_eta(eta)) @ X / total_w
-            infl[rows, j] = w * (pred - est[j]) / total_w
-        infl += self.beta_influence @ grads
+        cache = self.extra.setdefault("_margins", {})
+        keys = [tuple(sorted((k, str(v)) for k, v in setting.items())) for setting in at]
+        todo = [(key, setting) for key, setting in zip(keys, at, strict=True)
+                if key not in cache]
+        if todo:
+            frame = self._frame()
+            w = self._weights()
+            total_w = w.sum()
+            beta = self.coef.to_numpy()
+            rows = np.flatnonzero(self.used)
+            for key, setting in todo:
+                cf = frame.copy()
+                for col, value in setting.items():
+                    if isinstance(frame[col].dtype, pd.CategoricalDtype):
+                        cf[col] = pd.Categorical(np.repeat(value, len(cf)),
+                                                 categories=frame[col].cat.categories)
+                    else:
+                        cf[col] = value
+                (X,) = patsy.build_design_matrices([self.design_info], cf, NA_action="raise")
+                X = np.asarray(X)
+                eta = X @ beta
+                pred = self.family.linkinv(eta)
+                est = np.sum(w * pred) / total_w
+                grad = (w * self.family.mu_eta(eta)) @ X / total_w
+                infl = self.beta_influence @ grad
+                infl[rows] += w * (pred - est) / total_w
+                cache[key] = (est, infl)
+        est = np.array([cache[k][0] for k in keys])
+        infl = np.column_stack([cache[k][1] for k in keys])
         return est, infl
 
     def combine(self, at: list[dict], weights, *, labels=None, level: float = 0.95,
