@@ -142,7 +142,8 @@ def _figure_html(fig_dir: Path, name: str, caption: str) -> str:
     alt = (fig_dir / f"{name}.txt").read_text().strip() if (fig_dir / f"{name}.txt").exists() \
         else caption
     data = base64.b64encode(png.read_bytes()).decode("ascii")
-    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+    style = ' style="max-width:62%"' if name == "cleaning_flow" else ""
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(alt)}"{style}>'
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
