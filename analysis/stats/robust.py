@@ -95,8 +95,9 @@ class RobustFit:
         """The same fit with the other cluster-robust covariance (no refitting)."""
         if vcov not in VCOV_TYPES:
             raise ValueError(f"vcov must be one of {VCOV_TYPES}")
-        V, parts = _robust_vcov(vcov, self.X, self.y, self.weights, self.family, self.irls,
-                                self.cluster_codes, self.n_clusters)
+        with threadpool_limits(1):
+            V, parts = _robust_vcov(vcov, self.X, self.y, self.weights, self.family,
+                                    self.irls, self.cluster_codes, self.n_clusters)
         names = self.coef.index
         return replace(self, vcov=pd.DataFrame(V, index=names, columns=names), vcov_type=vcov,
                        cr2=parts)
@@ -177,6 +178,7 @@ class RobustFit:
         counts = self.data[variable].astype(object).value_counts()
         return [int(counts.get(lv, 0)) for lv in levels]
 
+    @threadpool_limits.wrap(limits=1)
     def _counterfactual(self, variable, levels):
         levels, cols, values = counterfactual_columns(self.design_info, self.data, variable,
                                                       levels)
@@ -289,9 +291,8 @@ def _cr2(X, y, prior, family, res: IRLSResult, codes, n_clusters):
     comps = np.empty((n_clusters, p))
     h = np.empty((n_clusters, p, p))
     g_rows = np.empty((n, p))
-    with threadpool_limits(1):      # many small eigenproblems: one BLAS thread is fastest
-        for m in np.unique(sizes):                  # one batch per distinct cluster size
-            _cr2_batch(m, sizes, order, starts, U, s, e, M, M_U, L, comps, h, g_rows)
+    for m in np.unique(sizes):                      # one batch per distinct cluster size
+        _cr2_batch(m, sizes, order, starts, U, s, e, M, M_U, L, comps, h, g_rows)
     V = M @ (comps.T @ comps) @ M
     return V, _CR2Parts(g_rows=g_rows, h=h)
 
@@ -368,8 +369,9 @@ def fit_glm_cluster(formula: str, data: pd.DataFrame, *, cluster: str,
     n_clusters = len(labels)
     if n_clusters < 2:
         raise ValueError("cluster-robust variance needs at least two clusters")
-    res = irls(X, y, prior, fam)
-    V, parts = _robust_vcov(vcov, X, y, prior, fam, res, codes, n_clusters)
+    with threadpool_limits(1):          # small dense problems: one BLAS thread is fastest
+        res = irls(X, y, prior, fam)
+        V, parts = _robust_vcov(vcov, X, y, prior, fam, res, codes, n_clusters)
     names = list(X_df.columns)
     return RobustFit(
         formula=formula, family=fam, data=frame, coef=pd.Series(res.coef, index=names),
