@@ -235,6 +235,14 @@ class OrdinalFit:
         se = np.sqrt(np.diag(self.vcov.to_numpy()))
         return _tidy(self.coef.index, self.coef.to_numpy(), se, self.df_resid, level, self.n)
 
+    def contrast(self, weights: dict[str, float], *, level: float = 0.95) -> pd.DataFrame:
+        """Linear combination of coefficients (and cut-points), e.g. ``{"a": 1, "b": -1}``."""
+        L = np.array([weights.get(t, 0.0) for t in self.coef.index])
+        est = float(L @ self.coef.to_numpy())
+        se = float(np.sqrt(L @ self.vcov.to_numpy() @ L))
+        label = " + ".join(f"{v:g}*{k}" for k, v in weights.items())
+        return _tidy([label], [est], [se], self.df_resid, level, self.n)
+
     # -- margins -------------------------------------------------------------
     def predicted_probabilities(self, variable: str, levels: list | None = None, *,
                                 at_least=None, level: float = 0.95) -> pd.DataFrame:

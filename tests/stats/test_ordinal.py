@@ -168,6 +168,16 @@ def test_predicted_probabilities_are_consistent(fit_analytic):
     assert np.allclose(at_least.set_index("level")["std_error"], s.loc[at_least["level"]])
 
 
+def test_contrast_of_two_coefficients(fit_analytic):
+    a = 'C(support_model, Treatment("tech_support_only"))[T.coaching]'
+    b = 'C(support_model, Treatment("tech_support_only"))[T.director]'
+    c = fit_analytic.contrast({a: 1, b: -1}).iloc[0]
+    v = fit_analytic.vcov
+    assert np.isclose(c["estimate"], fit_analytic.coef[a] - fit_analytic.coef[b])
+    assert np.isclose(c["std_error"] ** 2, v.loc[a, a] + v.loc[b, b] - 2 * v.loc[a, b])
+    assert c["df"] == fit_analytic.df_resid
+
+
 def test_unweighted_fit_matches_statsmodels_ordered_model():
     """Second source for the estimates: statsmodels' OrderedModel (same parametrisation,
     unweighted ML) on a simulated sample."""
