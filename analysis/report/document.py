@@ -207,6 +207,13 @@ def write_html(results: dict, reports_dir: Path) -> Path:
               "H4-H7.</p>",
               figs["samr_by_model"], figs["pairwise_contrasts"], figs["moderation"],
               figs["cost_effectiveness"]]
+    if results.get("reliability"):
+        rel_rows = [[html.escape(r["scale"].replace("_", " ")), f"{r['alpha']:.2f}",
+                     f"{r['omega']:.2f}",
+                     "<strong>alpha below .70</strong>" if r["flag"] else "ok"]
+                    for r in results["reliability"]]
+        parts += ["<h3>Scale reliability</h3>",
+                  _table(["Scale", "alpha", "omega", "Flag"], rel_rows, numeric={1, 2})]
     if "robustness" in results:
         parts += ["<h2>Robustness</h2>", "<p>See <code>results.json</code> key "
                   "<code>robustness</code> and the robustness notebook.</p>"]

@@ -31,7 +31,7 @@ from analysis.stats.hypotheses import (
     load_hypotheses,
     model_spec,
 )
-from analysis.stats.models import ModelFit, study_design
+from analysis.stats.models import ModelFit, model_data, study_design
 from analysis.study.codebook import load_codebook
 
 SCHEMA_VERSION = 1
@@ -99,6 +99,44 @@ AME_UNITS = {"non_substitutive": "pp", "transformative": "pp", "nonsub_share": "
              "samr_index": "SAMR index points (1-4)"}
 
 
+def _other_model_entry(fit, *, outcome: str, label: str, family: str, estimator: str,
+                       variance: str) -> dict:
+    coefs = fit.tidy()[["term", "estimate", "std_error", "ci_low", "ci_high", "p_value"]]
+    return {"formula": fit.formula, "outcome": outcome, "label": label, "family": family,
+            "estimator": estimator, "variance": variance, "n": int(fit.n),
+            "coefficients": coefs.to_dict(orient="records")}
+
+
+def alternative_models(teachers: pd.DataFrame, districts: pd.DataFrame) -> tuple[dict, dict]:
+    """M9 (design-based proportional odds), M10 (unweighted, cluster-robust CR2) and the
+    scale reliabilities."""
+    from analysis.stats.ordinal import fit_study_svyolr
+    from analysis.stats.reliability import study_reliability
+    from analysis.stats.robust import fit_glm_cluster
+
+    cb = load_codebook()
+    ref = cb.reference_model
+    models, ames = {}, {}
+    olr = fit_study_svyolr(teachers)
+    models["M9"] = _other_model_entry(
+        olr, outcome="samr_level", label="SAMR level S < A < M < R (proportional odds)",
+        family="cumulative logit",
+        estimator="design-based proportional-odds model (as R's svyolr), Taylor variance",
+        variance="taylor")
+    models["M9"]["df_residual"] = int(olr.df_resid)
+    ames["M9"] = ame_entries(olr.ame("support_model", reference=ref, at_least="A"))
+    robust = fit_glm_cluster(cb.model_formula("M1"), model_data(teachers),
+                             cluster="district_id", family="binomial", vcov="CR2")
+    models["M10"] = _other_model_entry(
+        robust, outcome="non_substitutive", label="M1 without survey weights",
+        family="binomial",
+        estimator="unweighted GLM, cluster-robust CR2 (Bell-McCaffrey) by district, "
+                  "Satterthwaite df", variance="CR2")
+    ames["M10"] = ame_entries(robust.ame("support_model", reference=ref))
+    reliability = study_reliability(teachers, districts)
+    return {"models": models, "ame": ames}, {"reliability": reliability}
+
+
 def _records(df: pd.DataFrame) -> list[dict]:
     return df.to_dict(orient="records")
 
@@ -121,6 +159,9 @@ def build_results(teachers: pd.DataFrame, districts: pd.DataFrame, manifest: dic
             units = AME_UNITS[m["outcome"]]
             ames[name] = ame_entries(fit.ame("support_model", reference=cb.reference_model),
                                      units=units)
+    alt, alt_parts = alternative_models(teachers, districts)
+    models.update(alt["models"])
+    ames.update(alt["ame"])
     pairwise = hyp.pairwise.assign(**{c: hyp.pairwise[c] * 100 for c in
                                       ("estimate", "std_error", "ci_low", "ci_high")})
     results = {
@@ -148,6 +189,7 @@ def build_results(teachers: pd.DataFrame, districts: pd.DataFrame, manifest: dic
         "moderation": _records(hyp.moderation),
         "grade_trend": _records(hyp.trend)[0],
         "cost_effectiveness": _records(hyp.cost_effectiveness),
+        "reliability": _records(alt_parts["reliability"]),
     }
     return results, {"fit": m1, "rates": rates, "hypotheses": hyp}
 
@@ -357,6 +399,18 @@ def write_tables(results: dict, cells: pd.DataFrame, samr: pd.DataFrame, flow: p
         title="Conditional associations at moderator values (H4-H7)",
         notes=[note, "AME against Tech Support Only with the moderator set to the value shown "
                      "for every teacher."], digits=1)
+    rel = pd.DataFrame([{
+        "Scale": r["scale"], "Items": r["n_items"], "n": r["n"], "alpha": r["alpha"],
+        "alpha 95% CI": tables.apa_ci(r["alpha_ci_low"], r["alpha_ci_high"], 2),
+        "omega": r["omega"], "omega 95% CI": tables.apa_ci(r["omega_ci_low"],
+                                                           r["omega_ci_high"], 2),
+        "Note": "alpha below .70" if r["flag"] else ""} for r in results["reliability"]])
+    written += tables.publish_table(
+        rel, name="reliability", out_dir=out_dir, title="Scale reliability",
+        notes=["Cronbach's alpha with Feldt's CI; McDonald's omega from a one-factor ML model "
+               "with a percentile bootstrap CI; unweighted; IT control and vision over "
+               "districts, the teacher scales over teachers. Scales with alpha below .70 are "
+               "flagged."], digits=2)
     t = flow[flow["table"] == "teachers"]
     written += tables.publish_table(
         t.rename(columns={"rule": "Rule", "n_in": "In", "n_dropped": "Dropped",

@@ -198,8 +198,7 @@ class ModelFit:
                                                  categories=frame[col].cat.categories)
                     else:
                         cf[col] = value
-                (X,) = patsy.build_design_matrices([self.design_info], cf, NA_action="raise")
-                X = np.asarray(X)
+                X = self._counterfactual_matrix(cf, setting)
                 eta = X @ beta
                 pred = self.family.linkinv(eta)
                 est = np.sum(w * pred) / total_w
@@ -210,6 +209,24 @@ class ModelFit:
         est = np.array([cache[k][0] for k in keys])
         infl = np.column_stack([cache[k][1] for k in keys])
         return est, infl
+
+    def _counterfactual_matrix(self, cf: pd.DataFrame, setting: dict) -> np.ndarray:
+        """Design matrix of the counterfactual frame: only the terms that involve a set
+        column are rebuilt (patsy ``DesignInfo.subset``); the others are reused."""
+        X = self.extra.get("_X")
+        info = self.design_info
+        touched = [t for t in info.terms
+                   if any(col in f.name() for f in t.factors for col in setting)]
+        if X is None or len(touched) == len(info.terms):
+            (out,) = patsy.build_design_matrices([info], cf, NA_action="raise")
+            return np.asarray(out)
+        out = X.copy()
+        sub = info.subset(touched)
+        (part,) = patsy.build_design_matrices([sub], cf, NA_action="raise")
+        part = np.asarray(part)
+        for name, k in zip(sub.column_names, range(part.shape[1]), strict=True):
+            out[:, info.column_name_indexes[name]] = part[:, k]
+        return out
 
     def combine(self, at: list[dict], weights, *, labels=None, level: float = 0.95,
                 n=None) -> pd.DataFrame:
@@ -390,7 +407,8 @@ def fit_svyglm(formula: str, *, design: SurveyDesign, family: str = "quasibinomi
         coef=pd.Series(res.coef, index=X.columns),
         vcov=pd.DataFrame(vcov, index=X.columns, columns=X.columns),
         df_resid=design.domain_degrees_of_freedom(used) + 1 - p, used=used,
-        design_info=X.design_info, beta_influence=influence, irls=res)
+        design_info=X.design_info, beta_influence=influence, irls=res,
+        extra={"_X": X.to_numpy()})
 
 
 # ---------------------------------------------------------------------------

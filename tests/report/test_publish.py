@@ -49,6 +49,9 @@ def test_results_contract(results):
     for model in results["models"].values():
         assert {"formula", "outcome", "family", "estimator", "n", "coefficients"} <= set(model)
     assert len(results["contrasts"]["M1"]) == 15
+    assert {"M9", "M10"} <= set(results["models"]) and {"M9", "M10"} <= set(results["ame"])
+    assert {r["scale"] for r in results["reliability"]} == {"it_control", "vision",
+                                                           "support_quality", "self_efficacy"}
 
 
 def test_results_m1_numbers_are_rs(results):
