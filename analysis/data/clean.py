@@ -197,6 +197,29 @@ def match_labels(values: list[str], labels: dict[str, Any],
     return out, how
 
 
+_NUMBER = r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$"
+
+
+def parse_numbers(text: pd.Series) -> pd.Series:
+    """Numbers written as text -> float; anything else (empty, words) -> NaN.
+
+    Vectorised with Arrow compute: one regular-expression match and one cast
+    per column, no Python call per cell.
+
+    Examples
+    --------
+    >>> parse_numbers(pd.Series([" 12 ", "1e3", "twelve", "", ".5"])).tolist()
+    [12.0, 1000.0, nan, nan, 0.5]
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arr = pc.utf8_trim_whitespace(pa.array(text.astype("str"), type=pa.large_string()))
+    ok = pc.match_substring_regex(arr, _NUMBER)
+    values = pc.cast(pc.if_else(ok, arr, pa.scalar(None, pa.large_string())), pa.float64())
+    return pd.Series(values.to_numpy(zero_copy_only=False), index=text.index, dtype=float)
+
+
 def map_unique(values: pd.Series, func) -> pd.Series:
     """``func`` applied once per distinct value (not once per row).
 
@@ -208,6 +231,23 @@ def map_unique(values: pd.Series, func) -> pd.Series:
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
     out = np.array([func(u) for u in uniques] + [func("")], dtype=object)
     return pd.Series(out[codes], index=values.index)
+
+
+def _scale_series(matched: list, codes: np.ndarray, mapping: dict, index) -> pd.Series:
+    """Cells' scale values from their distinct values' matches: float for a numeric
+    scale, categorical (categories in scale order) for a scale of text codes, object
+    otherwise (booleans)."""
+    values = list(dict.fromkeys(mapping.values()))
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        table = np.array([np.nan if m is None else m for m in matched] + [np.nan], dtype=float)
+        return pd.Series(table[codes], index=index)
+    if all(isinstance(v, str) for v in values):
+        position = {v: k for k, v in enumerate(values)}
+        table = np.array([position.get(m, -1) for m in matched] + [-1], dtype=np.int64)
+        return pd.Series(pd.Categorical.from_codes(table[codes], categories=values),
+                         index=index)
+    table = np.array(matched + [None], dtype=object)
+    return pd.Series(table[codes], index=index, dtype=object)
 
 
 def _as_number(value) -> float | None:
@@ -274,12 +314,13 @@ class Cleaner:
         """
         codes_, uniques = pd.factorize(df[column], use_na_sentinel=True)
         matched, how = match_labels(list(uniques), mapping, codes)
-        value_u = np.array(matched + [None], dtype=object)
+        value = _scale_series(matched, codes_, mapping, df.index)
         how_u = np.array(how + ["empty"], dtype=object)
-        value = pd.Series(value_u[codes_], index=df.index, dtype=object)
         cell_how = how_u[codes_]
         loose = np.isin(cell_how, ["normalised", "trailing_text"])
-        self._log(df, loose, src, column, df[column], value, "normalise_label")
+        if loose.any():
+            old = safe_text(df[column], limit=self.cb.cleaning["max_logged_text"])
+            self._log(df, loose, src, column, old, value, "normalise_label")
         n_codes = int((cell_how == "code").sum())
         if n_codes:
             self.log.note(source_file=src.file, column=column, new=f"{n_codes} cells",
@@ -292,9 +333,6 @@ class Cleaner:
                                    "one of " + ", ".join(map(repr, list(mapping)[:8])))
             old = safe_text(df[column], limit=self.cb.cleaning["max_logged_text"])
             self._log(df, bad, src, column, old, "", "unknown_label_set_missing")
-        if all(isinstance(v, int | float) and not isinstance(v, bool)
-               for v in mapping.values()):
-            return value.astype(float)
         return value
 
     def number(self, df, column, *, src: Source, lo=None, hi=None, lo_exclusive=False,
@@ -304,12 +342,11 @@ class Cleaner:
         Text typed into a number field is logged as ``<redacted>``: it is free text.
         """
         text = df[column].astype("str").str.strip()
-        value = pd.to_numeric(text.where(text != ""), errors="coerce").astype(float)
-        value = value.where(np.isfinite(value))
+        value = parse_numbers(text)
         if src.decimal_comma:
             comma = value.isna() & text.str.fullmatch(r"-?\d+,\d+")
             if comma.any():
-                fixed = pd.to_numeric(text[comma].str.replace(",", ".", regex=False))
+                fixed = parse_numbers(text[comma].str.replace(",", ".", regex=False))
                 value[comma] = fixed
                 self._log(df, comma, src, column, text, value, "decimal_comma")
         bad = value.isna() & (text != "")
@@ -480,7 +517,7 @@ def _support_model(df: pd.DataFrame, cleaner: Cleaner, src: Source) -> pd.Series
     mapping = dict(cb.support_model_labels())
     mapping[cb.other_model_label] = cb.other_model_code
     model = cleaner.labels(df, "support_model", mapping, codes=cb.support_model_recodes(),
-                           src=src, unknown="keep")
+                           src=src, unknown="keep").astype(object)
     d1_text = df["support_model"].astype("str").str.strip()
     other_col = df["support_model_other"].astype("str").str.strip() \
         if "support_model_other" in df else pd.Series("", index=df.index)
@@ -547,12 +584,31 @@ def _drop_duplicate_districts(out: pd.DataFrame, cleaner: Cleaner, file: str) ->
 # Teachers
 # ---------------------------------------------------------------------------
 class Flow:
-    """Counts in, dropped and out at each rule, in order."""
+    """Counts in, dropped and out at each rule, in order.
+
+    ``drop`` returns the rows kept (a copy); ``exclude`` only marks rows as out
+    (``alive``), so that a long chain of rules on a large table copies it once.
+    """
 
     def __init__(self, table: str, n: int):
         self.table = table
         self.rows = [{"table": table, "step": 0, "rule": "read", "n_in": n, "n_dropped": 0,
                       "n_out": n}]
+        self.alive = np.ones(n, dtype=bool)
+
+    def exclude(self, rule: str, out, data: pd.DataFrame, cleaner: Cleaner, file: str,
+                id_col: str) -> None:
+        """Mark the rows in ``out`` (aligned with ``data``) that are still in as dropped."""
+        out = np.asarray(pd.Series(out).fillna(False), dtype=bool) & self.alive
+        gone = np.flatnonzero(out)
+        cleaner.log.add(source_file=file, rows=data[ROW_COLUMN].to_numpy()[gone],
+                        record_ids=data[id_col].to_numpy()[gone], column="", old="",
+                        new="row dropped", rule=rule)
+        n_in = int(self.alive.sum())
+        self.alive &= ~out
+        self.rows.append({"table": self.table, "step": len(self.rows), "rule": rule,
+                          "n_in": n_in, "n_dropped": len(gone),
+                          "n_out": int(self.alive.sum())})
 
     def drop(self, rule: str, keep: pd.Series, data: pd.DataFrame, cleaner: Cleaner, file: str,
              id_col: str) -> pd.DataFrame:
@@ -578,7 +634,11 @@ def clean_teachers(raw: RawStudy, cleaner: Cleaner) -> pd.DataFrame:
     df = raw.teachers
     if "response_id" in df:
         df = df.assign(response_id=df["response_id"].astype("str").str.strip())
-    out = _typed(cleaner, df, "teacher_survey", src)
+    derived_from = {v for c in cleaner.cb.columns("teacher_survey") if c.variable not in df
+                    for v in c.derive_from}
+    unused = {c.variable for c in cleaner.cb.columns("teacher_survey")
+              if c.type == "datetime" and not c.required and c.variable not in derived_from}
+    out = _typed(cleaner, df, "teacher_survey", src, skip=unused)
     _derive_metadata(out, cleaner, src)
     # personal columns needed by the duplicate rule stay only as in-memory keys
     out["_email_key"] = (df["recipient_email"].astype("str").str.strip().str.casefold()
@@ -611,54 +671,61 @@ def apply_quality_rules(t: pd.DataFrame, cleaner: Cleaner, *, file: str,
     cb = cleaner.cb
     rules = cb.quality_rules
     flow = Flow("teachers", len(t))
-    idc = "response_id"
-    t = flow.drop("not_consented", t["consent"] == 1, t, cleaner, file, idc)
+    t = t.reset_index(drop=True)
+
+    def out(rule, mask):
+        flow.exclude(rule, mask, t, cleaner, file, "response_id")
+
+    out("not_consented", t["consent"] != 1)
 
     outcome_items = list(cb.samr_items()) + ["samr_self"]
     has_outcomes = t[outcome_items].notna().all(axis=1)
-    complete = _complete(t, has_outcomes, cleaner, file)
-    t = flow.drop("partial_without_outcomes", complete | has_outcomes, t, cleaner, file, idc)
-    t = t.assign(partial=~complete.reindex(t.index).astype(bool))
+    complete = _complete(t, cleaner, file)
+    out("partial_without_outcomes", ~(complete | has_outcomes))
+    partial = ~complete
 
-    median = t["duration_seconds"].median()
-    speeder = t["duration_seconds"] < median * rules["speeder_fraction_of_median"]
-    t = flow.drop("speeder", ~speeder, t, cleaner, file, idc)
+    duration = t["duration_seconds"]
+    median = duration[flow.alive].median()
+    out("speeder", duration < median * rules["speeder_fraction_of_median"])
 
-    items = t[rules["straightline_items"]]
-    straight = items.notna().all(axis=1) & (items.nunique(axis=1) == 1)
-    t = flow.drop("straight_lining", ~straight, t, cleaner, file, idc)
+    items = t[rules["straightline_items"]].to_numpy(dtype=float)
+    out("straight_lining", ~np.isnan(items).any(axis=1) & (items == items[:, :1]).all(axis=1))
 
     passed = cb.scale("agreement")[rules["attention_check_pass"]]
-    fail = (t["attention_check"].notna() & (t["attention_check"] != passed)) | (
-        t["attention_check"].isna() & ~t["partial"])
-    t = flow.drop("failed_attention_check", ~fail, t, cleaner, file, idc)
+    check = t["attention_check"]
+    out("failed_attention_check", (check.notna() & (check != passed))
+        | (check.isna() & ~partial))
 
-    t = flow.drop("duplicate_response", ~_duplicates(t, rules["duplicate_window_minutes"]), t,
-                  cleaner, file, idc)
+    alive = t.loc[flow.alive, [ROW_COLUMN, "recorded_date", "district_id", "school_id",
+                               "_email_key", "_ip_key"]]
+    dup = _duplicates(alive, rules["duplicate_window_minutes"])
+    out("duplicate_response", dup.reindex(t.index, fill_value=False))
 
-    in_frame = t["district_id"].isin(frame_districts["district_id"])
-    t = flow.drop("unknown_district_id", in_frame, t, cleaner, file, idc)
-    answered = t["district_id"].isin(districts["district_id"])
-    t = flow.drop("district_did_not_answer", answered, t, cleaner, file, idc)
-    known_school = t["school_id"].isin(frame_schools["school_id"])
-    t = flow.drop("unknown_school_id", known_school, t, cleaner, file, idc)
-    return t.drop(columns=["_email_key", "_ip_key"]), flow.frame()
+    out("unknown_district_id", ~t["district_id"].isin(frame_districts["district_id"]))
+    out("district_did_not_answer", ~t["district_id"].isin(districts["district_id"]))
+    out("unknown_school_id", ~t["school_id"].isin(frame_schools["school_id"]))
+    kept = t.loc[flow.alive].drop(columns=["_email_key", "_ip_key"])
+    kept.insert(len(kept.columns), "partial", partial[flow.alive].to_numpy())
+    return kept, flow.frame()
 
 
-def _complete(t: pd.DataFrame, has_outcomes: pd.Series, cleaner: Cleaner,
-              file: str) -> pd.Series:
-    """Complete responses: Progress 100 and Finished, as far as the export says."""
+def _complete(t: pd.DataFrame, cleaner: Cleaner, file: str) -> pd.Series:
+    """Complete responses: Progress 100 and Finished, as far as the export says; in an
+    export without either (SurveyMonkey), every question answered."""
     complete = pd.Series(True, index=t.index)
     if "progress" in t:
         complete &= t["progress"] >= 100
     if "finished" in t:
         complete &= t["finished"].eq(True)
     if "progress" not in t and "finished" not in t:
+        items = [c.variable for c in cleaner.cb.columns("teacher_survey")
+                 if c.question and not c.import_id and c.type != "id" and not c.pii
+                 and not c.free_text and c.variable in t]
         cleaner.log.note(source_file=file, column="progress",
                          new="no Progress or Finished in the export: a response counts as "
-                             "complete when every outcome item is answered",
-                         rule="completion_from_outcome_items")
-        complete = has_outcomes.copy()
+                             "complete when every question is answered",
+                         rule="completion_from_answers")
+        complete = t[items].notna().all(axis=1)
     return complete.fillna(False).astype(bool)
 
 
@@ -757,9 +824,9 @@ def clean_study(raw_dir: Path, cb: Codebook | None = None, *,
     dw = weights.district_weights(frame, responding=dist["district_id"])
     fpc = frame.groupby("stratum")["district_id"].size().rename("fpc_districts")
     frame_cols = frame.drop(columns=["sampled"])
-    districts = (dist.merge(frame_cols, on="district_id", how="left")
-                 .merge(dw.drop(columns=["stratum"]), on="district_id", how="left")
-                 .join(fpc, on="stratum"))
+    districts = _categoricals(dist.merge(frame_cols, on="district_id", how="left")
+                              .merge(dw.drop(columns=["stratum"]), on="district_id", how="left")
+                              .join(fpc, on="stratum"), cb)
 
     teachers = clean_teachers(raw, cleaner)
     schemas.validate_raw(teachers, schemas.raw_teachers_schema(cb), raw.files["teacher_survey"],
@@ -785,8 +852,23 @@ def _assemble_teachers(t, districts, schools, cb: Codebook) -> pd.DataFrame:
                 validate="many_to_one")
     t["weight"] = weights.teacher_weights(t)
     t = _categoricals(t, cb)
-    t = t.sort_values(["district_id", "school_id", "response_id"], ignore_index=True)
-    return t
+    return sort_rows(t, ["district_id", "school_id", "response_id"])
+
+
+def sort_rows(data: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Rows sorted by text columns ``by`` (Arrow's multi-key sort), index reset.
+
+    Examples
+    --------
+    >>> sort_rows(pd.DataFrame({"a": ["b", "a", "a"], "n": [1, 2, 3]}), ["a"])["n"].tolist()
+    [2, 3, 1]
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    keys = pa.table({k: pa.array(data[k].astype("str")) for k in by})
+    order = pc.sort_indices(keys, sort_keys=[(k, "ascending") for k in by]).to_numpy()
+    return data.take(order).reset_index(drop=True)
 
 
 def _categoricals(df: pd.DataFrame, cb: Codebook) -> pd.DataFrame:
@@ -798,7 +880,10 @@ def _categoricals(df: pd.DataFrame, cb: Codebook) -> pd.DataFrame:
             "respondent_role": cb.scale_values("respondent_role"),
             "position_cut": cb.scale_values("yes_no_not_sure")}
     for col, levels in cats.items():
-        if col in df:
+        if col not in df:
+            continue
+        dtype = df[col].dtype
+        if not (isinstance(dtype, pd.CategoricalDtype) and list(dtype.categories) == levels):
             df[col] = pd.Categorical(df[col], categories=levels)
     if "samr_self" in df:
         df = df.drop(columns=["samr_self"])

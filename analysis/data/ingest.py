@@ -279,6 +279,19 @@ def _encoding(path: Path, data: bytes, fallback: str) -> str:
     return "utf-8-sig" if bom else "utf-8"
 
 
+def _prefix_encoding(path: Path, data: bytes, fallback: str) -> str:
+    """The encoding judged from the first megabyte (the rest is checked while parsing)."""
+    head = data[:_SNIFF_BYTES]
+    if len(data) <= _SNIFF_BYTES or head.startswith((codecs.BOM_UTF16_LE,
+                                                      codecs.BOM_UTF16_BE)):
+        return _encoding(path, data, fallback)
+    try:
+        codecs.decode(head[:-4], "utf-8")      # a character may be cut at the end
+    except UnicodeDecodeError:
+        return _encoding(path, data, fallback)
+    return "utf-8-sig" if head.startswith(codecs.BOM_UTF8) else "utf-8"
+
+
 def _delimiter(path: Path, text: str, candidates: list[str]) -> str:
     """The candidate delimiter that splits the first record into the most fields."""
     best, best_n = candidates[0], 0
@@ -314,7 +327,7 @@ def read_text_table(path: Path, cb: Codebook | None = None) -> TextTable:
     fmt = cb.export_formats
     path = _require_file(Path(path))
     data = path.read_bytes()
-    encoding = _encoding(path, data, fmt["fallback_encoding"])
+    encoding = _prefix_encoding(path, data, fmt["fallback_encoding"])
     head = data[:_SNIFF_BYTES].decode(encoding, errors="ignore")
     delimiter = _delimiter(path, head.lstrip("\ufeff"), fmt["delimiters"])
     first = next(csv.reader(io.StringIO(head.lstrip("\ufeff"), newline=""),
@@ -329,8 +342,9 @@ def read_text_table(path: Path, cb: Codebook | None = None) -> TextTable:
         return "skip"
 
     names = [f"c{k}" for k in range(width)]
-    try:
-        table = pacsv.read_csv(
+
+    def parse(encoding):
+        return pacsv.read_csv(
             pa.py_buffer(data),
             read_options=pacsv.ReadOptions(column_names=names,
                                            encoding="utf8" if encoding.startswith("utf-8")
@@ -341,10 +355,23 @@ def read_text_table(path: Path, cb: Codebook | None = None) -> TextTable:
             convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
                                                  strings_can_be_null=False,
                                                  quoted_strings_can_be_null=False))
+
+    try:
+        try:
+            table = parse(encoding)
+        except pa.ArrowInvalid as err:
+            if "UTF8" not in str(err) or not encoding.startswith("utf-8"):
+                raise
+            # invalid UTF-8 past the first megabyte: a mixed file (error) or cp1252
+            encoding = _encoding(path, data, fmt["fallback_encoding"])
+            details["encoding"] = encoding
+            bad.clear()
+            table = parse(encoding)
     except pa.ArrowInvalid as err:
         raise InputError(path, f"is not a readable CSV file ({str(err).splitlines()[0]})",
                          hint="export the file again as CSV") from None
     if bad:
+        encoding = _encoding(path, data, fmt["fallback_encoding"])
         rows = _python_rows(path, data.decode(encoding), delimiter, width)
     else:
         rows = table.to_pandas()
@@ -772,9 +799,10 @@ def _survey_from_table(path: Path, table: TextTable, rows: list[list[str]], fmt:
         raise InputError(path, "has no responses below the header rows",
                          row=n_header + 1, expected=f"{n_header} header row(s), then responses",
                          hint="export the responses again (with the responses included)")
-    out = pd.DataFrame({ROW_COLUMN: body.index.to_numpy()})
-    for pos, variable in matched:
-        out[variable] = body.iloc[:, pos].to_numpy()
+    out = body.iloc[:, [pos for pos, _ in matched]]
+    out.columns = [variable for _, variable in matched]
+    out.insert(0, ROW_COLUMN, body.index.to_numpy())
+    out = out.reset_index(drop=True)
     headers_out = {v: headers[p] for p, v in matched}
     details = dict(table.details)
     return SurveyExport(out, path, fmt, details, headers_out,
