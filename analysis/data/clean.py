@@ -24,7 +24,7 @@ Examples
 >>> from pathlib import Path
 >>> from analysis.data.clean import clean_study
 >>> result = clean_study(Path("data/raw"))
->>> result.flow["rule"].iloc[4]
+>>> result.flow.loc[result.flow["table"] == "teachers", "rule"].iloc[1]
 'not_consented'
 >>> bool((result.teachers["weight"] > 0).all())
 True
@@ -471,8 +471,12 @@ def _log_reading(cleaner: Cleaner, export: SurveyExport, id_col: str) -> None:
 # ---------------------------------------------------------------------------
 # Districts
 # ---------------------------------------------------------------------------
-def clean_districts(raw: RawStudy, cleaner: Cleaner) -> pd.DataFrame:
-    """District survey -> typed district answers with derived variables."""
+def clean_districts(raw: RawStudy, cleaner: Cleaner, flow: Flow | None = None) -> pd.DataFrame:
+    """District survey -> typed district answers with derived variables.
+
+    Repeated submissions of a district keep the last one (counted in ``flow``
+    when given).
+    """
     cb = cleaner.cb
     export = raw.exports.get("district_survey") or _bare_export(raw, "district_survey",
                                                                 raw.districts)
@@ -484,7 +488,7 @@ def clean_districts(raw: RawStudy, cleaner: Cleaner) -> pd.DataFrame:
     out["district_id"] = df["district_id"]
     out["support_model"] = _support_model(df, cleaner, src)
     out["support_components"] = _components(df, cleaner, src)
-    out = _drop_duplicate_districts(out, cleaner, src.file)
+    out = _drop_duplicate_districts(out, cleaner, src.file, flow)
     derived = derive.derived_support_model(out, cb=cb)
     out["support_model_derived"] = derived
     bad = out["support_model"].isin(cb.support_model_codes()) & (out["support_model"] != derived)
@@ -571,13 +575,13 @@ def _components(df: pd.DataFrame, cleaner: Cleaner, src: Source) -> pd.Series:
     return result
 
 
-def _drop_duplicate_districts(out: pd.DataFrame, cleaner: Cleaner, file: str) -> pd.DataFrame:
+def _drop_duplicate_districts(out: pd.DataFrame, cleaner: Cleaner, file: str,
+                              flow: Flow | None) -> pd.DataFrame:
     order = out.sort_values(["submitted_at", ROW_COLUMN])
     dup = order.duplicated("district_id", keep="last") & (order["district_id"] != "")
-    gone = order.loc[dup]
-    cleaner.log.add(source_file=file, rows=gone[ROW_COLUMN], record_ids=gone["district_id"],
-                    column="", old="", new="row dropped", rule="duplicate_district_kept_last")
-    return order.loc[~dup].sort_values("district_id", ignore_index=True)
+    flow = flow or Flow("districts", len(order))
+    kept = flow.drop("duplicate_district_kept_last", ~dup, order, cleaner, file, "district_id")
+    return kept.sort_values("district_id", ignore_index=True)
 
 
 # ---------------------------------------------------------------------------
@@ -811,11 +815,11 @@ def clean_study(raw_dir: Path, cb: Codebook | None = None, *,
     frame = _frame_districts(raw, cleaner)
     schools = _frame_schools(raw, cleaner)
 
-    dist = clean_districts(raw, cleaner)
+    dflow = Flow("districts", len(raw.districts))
+    dist = clean_districts(raw, cleaner, dflow)
     file_d = raw.files["district_survey"].name
     schemas.validate_raw(dist, schemas.raw_districts_schema(cb), raw.files["district_survey"],
                          headers=raw.exports["district_survey"].headers)
-    dflow = Flow("districts", len(dist))
     dist = dflow.drop("district_not_in_frame", dist["district_id"].isin(frame["district_id"]),
                       dist, cleaner, file_d, "district_id")
     sampled_ids = frame.loc[frame["sampled"] == 1, "district_id"]
