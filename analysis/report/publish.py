@@ -191,7 +191,17 @@ def build_results(teachers: pd.DataFrame, districts: pd.DataFrame, manifest: dic
         "cost_effectiveness": _records(hyp.cost_effectiveness),
         "reliability": _records(alt_parts["reliability"]),
     }
+    results.update(robustness_and_power(teachers))
     return results, {"fit": m1, "rates": rates, "hypotheses": hyp}
+
+
+def robustness_and_power(teachers: pd.DataFrame) -> dict:
+    """The ``robustness`` and ``power`` keys of results.json (sensitivity of the
+    support-model associations, and analytic power for the bundled design)."""
+    from analysis.stats.power import power_results
+    from analysis.stats.robustness import robustness_results
+
+    return {"robustness": robustness_results(teachers), "power": power_results(teachers)}
 
 
 # ---------------------------------------------------------------------------

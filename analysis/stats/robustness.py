@@ -203,7 +203,7 @@ class LogitProblem:
 
     # -- replicate weights ----------------------------------------------------------
     def replicate_ame_variance(self, fit: LogitFit, replicate_design, *, reference: str,
-                               tol: float = 1e-7, max_iter: int = 50) -> np.ndarray:
+                               tol: float = 1e-6, max_iter: int = 50) -> np.ndarray:
         """Replicate-weight variance of the AMEs: the model refitted with every set of
         replicate weights and the AMEs recomputed with them.
 
@@ -229,20 +229,30 @@ class LogitProblem:
             Xs = X[rows]
             H[r] = H0 + (Xs * (v0[rows] * (mult[rows, r] - 1.0))[:, None]).T @ Xs
         B = np.repeat(fit.coef[:, None], n_rep, axis=1)
+        active = np.arange(n_rep)                # replicates not yet converged
         for _ in range(max_iter):
-            G = X.T @ (W * (y[:, None] - special.expit(X @ B)))
-            step = np.linalg.solve(H, G.T[:, :, None])[:, :, 0].T
-            B += step
-            if np.max(np.abs(step)) < tol:
+            every = len(active) == n_rep
+            Wa, Ba = (W, B) if every else (W[:, active], B[:, active])
+            resid = X @ Ba
+            special.expit(resid, out=resid)
+            np.subtract(y[:, None], resid, out=resid)
+            resid *= Wa
+            step = np.linalg.solve(H[active], (X.T @ resid).T[:, :, None])[:, :, 0].T
+            B[:, active] = Ba + step
+            active = active[np.max(np.abs(step), axis=0) >= tol]
+            if not len(active):
                 break
         X0 = self.extra.setdefault("X0", self._base())
         eta0 = X0 @ B
         totals = W.sum(axis=0)
         est = np.empty((n_rep, len(self.levels)))
+        pred = np.empty_like(eta0)
         for j, lv in enumerate(self.levels):
             c = self.level_columns.get(lv)
-            shift = B[c][None, :] if c is not None else 0.0
-            est[:, j] = np.sum(W * special.expit(eta0 + shift), axis=0) / totals
+            np.add(eta0, B[c][None, :] if c is not None else 0.0, out=pred)
+            special.expit(pred, out=pred)
+            pred *= W
+            est[:, j] = pred.sum(axis=0) / totals
         full, _, _ = self.margins(fit)
         r = self.levels.index(reference)
         others = [j for j in range(len(self.levels)) if j != r]
