@@ -40,9 +40,9 @@ def main(argv=None) -> dict:
         summaries[w] = summary
         print(f"{w} worker(s): {seconds:.1f} s ({seconds / args.replications:.2f} s per study)")
         print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    base = runs[0]["seconds"]
+    base = next((r["seconds"] for r in runs if r["workers"] == 1), runs[0]["seconds"])
     for r in runs:
-        r["speed_up"] = round(base / r["seconds"], 2)
+        r["speed_up"] = round(base / r["seconds"], 2)      # over one worker
     result = {"replications": args.replications, "backend": args.backend,
               "cpu_count": os.cpu_count(), "load_average_at_end": os.getloadavg(),
               "python": platform.python_version(), "runs": runs,

@@ -120,3 +120,21 @@ def test_summarise_power():
     s = pw.summarise_power(reps).iloc[0]
     assert s["power"] == 0.75 and s["mc_std_error"] == pytest.approx(np.sqrt(0.75 * 0.25 / 4))
     assert s["bias_pp"] == pytest.approx(0.0) and s["coverage"] == 0.75
+
+
+def test_cli_power_prints_the_tables(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    args = [sys.executable, "-m", "analysis", "power", "--processed", str(tmp_path)]
+    r = subprocess.run(args + ["--districts", "200", "--teachers-per-district", "30",
+                               "--icc", "0.1", "--target-pp", "8"],
+                       capture_output=True, text=True, env=env, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert "coaching" in r.stdout and "Districts needed for an MDES of 8 pp" in r.stdout
+    r = subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "make data" in r.stderr
