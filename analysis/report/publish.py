@@ -108,8 +108,10 @@ def _other_model_entry(fit, *, outcome: str, label: str, family: str, estimator:
 
 
 def alternative_models(teachers: pd.DataFrame, districts: pd.DataFrame) -> tuple[dict, dict]:
-    """M9 (design-based proportional odds), M10 (unweighted, cluster-robust CR2) and the
-    scale reliabilities."""
+    """M9 (design-based proportional odds), M10 (unweighted, cluster-robust CR2), M11 and
+    M12 (multilevel, unweighted and pseudo-likelihood weighted, with ICCs) and the scale
+    reliabilities."""
+    from analysis.stats.multilevel import fit_study_multilevel
     from analysis.stats.ordinal import fit_study_svyolr
     from analysis.stats.reliability import study_reliability
     from analysis.stats.robust import fit_glm_cluster
@@ -134,7 +136,22 @@ def alternative_models(teachers: pd.DataFrame, districts: pd.DataFrame) -> tuple
                   "Satterthwaite df", variance="CR2")
     ames["M10"] = ame_entries(robust.ame("support_model", reference=ref))
     reliability = study_reliability(teachers, districts)
-    return {"models": models, "ame": ames}, {"reliability": reliability}
+    icc = []
+    for name, weighted in (("M11", False), ("M12", True)):
+        ml = fit_study_multilevel(teachers, weighted=weighted)
+        models[name] = _other_model_entry(
+            ml, outcome="non_substitutive",
+            label="three-level random-intercept logit (teachers in schools in districts), "
+                  + ("pseudo-likelihood with scaled level weights" if weighted
+                     else "unweighted"),
+            family="binomial (logit), random intercepts",
+            estimator=("pseudo-maximum likelihood (Laplace), scaled weights as Stata's "
+                       "melogit pweights; robust SEs by district" if weighted else
+                       "maximum likelihood (Laplace, as lme4 glmer nAGQ=1); model-based SEs"),
+            variance="robust" if weighted else "model")
+        ames[name] = ame_entries(ml.ame("support_model", reference=ref))
+        icc += [dict(r, model=name) for r in _records(ml.icc())]
+    return {"models": models, "ame": ames}, {"reliability": reliability, "icc": icc}
 
 
 def _records(df: pd.DataFrame) -> list[dict]:
@@ -190,6 +207,7 @@ def build_results(teachers: pd.DataFrame, districts: pd.DataFrame, manifest: dic
         "grade_trend": _records(hyp.trend)[0],
         "cost_effectiveness": _records(hyp.cost_effectiveness),
         "reliability": _records(alt_parts["reliability"]),
+        "icc": alt_parts["icc"],
     }
     results.update(robustness_and_power(teachers))
     return results, {"fit": m1, "rates": rates, "hypotheses": hyp}
@@ -409,6 +427,30 @@ def write_tables(results: dict, cells: pd.DataFrame, samr: pd.DataFrame, flow: p
         title="Conditional associations at moderator values (H4-H7)",
         notes=[note, "AME against Tech Support Only with the moderator set to the value shown "
                      "for every teacher."], digits=1)
+    compare = []
+    for name, rows in results["ame"].items():
+        model = results["models"][name]
+        for r in rows:
+            est = r.get("estimate_pp", r.get("estimate"))
+            lo, hi = r.get("ci_low_pp", r.get("ci_low")), r.get("ci_high_pp", r.get("ci_high"))
+            compare.append({"Model": name, "Estimator": model["estimator"],
+                            "Outcome": model["outcome"], "Support model": _label(r["support_model"]),
+                            "AME": est, "95% CI": tables.apa_ci(lo, hi) if est is not None else "",
+                            "Units": r.get("units", "pp"), "Note": r.get("note", "")})
+    written += tables.publish_table(
+        pd.DataFrame(compare), name="ame_all_models", out_dir=out_dir,
+        title="The support-model associations under every model and estimator",
+        notes=[note, "M1-M8 and M9 design-based; M10 unweighted with cluster-robust CR2 SEs; "
+                     "M11 and M12 multilevel (population-averaged AMEs). AMEs against Tech "
+                     "Support Only."], digits=1)
+    icc = pd.DataFrame([{"Model": r["model"], "Level": r["level"], "ICC": r["estimate"],
+                         "95% CI": tables.apa_ci(r["ci_low"], r["ci_high"], 3)}
+                        for r in results["icc"]])
+    written += tables.publish_table(
+        icc, name="icc", out_dir=out_dir, title="Intraclass correlations (latent scale)",
+        notes=["From the three-level random-intercept logits M11 (unweighted) and M12 "
+               "(pseudo-likelihood); district: share of latent variance between districts; "
+               "school: between schools (district and school together)."], digits=3)
     rel = pd.DataFrame([{
         "Scale": r["scale"], "Items": r["n_items"], "n": r["n"], "alpha": r["alpha"],
         "alpha 95% CI": tables.apa_ci(r["alpha_ci_low"], r["alpha_ci_high"], 2),

@@ -10,7 +10,7 @@ from analysis.report import tables
 from analysis.report.publish import run_report
 
 TABLES = ["ame_m1", "hypotheses", "pairwise_contrasts", "m1_coefficients", "samr_distribution",
-          "reliability",
+          "reliability", "ame_all_models", "icc",
           "cost_effectiveness", "moderation", "cleaning_flow"]
 FIGURES = ["adjusted_rates_by_model", "cleaning_flow", "samr_by_model", "pairwise_contrasts",
            "moderation", "cost_effectiveness"]

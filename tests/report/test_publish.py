@@ -49,7 +49,10 @@ def test_results_contract(results):
     for model in results["models"].values():
         assert {"formula", "outcome", "family", "estimator", "n", "coefficients"} <= set(model)
     assert len(results["contrasts"]["M1"]) == 15
-    assert {"M9", "M10"} <= set(results["models"]) and {"M9", "M10"} <= set(results["ame"])
+    assert {"M9", "M10", "M11", "M12"} <= set(results["models"])
+    assert {"M9", "M10", "M11", "M12"} <= set(results["ame"])
+    assert {(r["model"], r["level"]) for r in results["icc"]} == {
+        ("M11", "district"), ("M11", "school"), ("M12", "district"), ("M12", "school")}
     assert {r["scale"] for r in results["reliability"]} == {"it_control", "vision",
                                                            "support_quality", "self_efficacy"}
 
