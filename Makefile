@@ -17,7 +17,7 @@ PROCESSED  := $(PROC)/teachers.parquet $(PROC)/districts.parquet $(PROC)/flow.cs
 .DEFAULT_GOAL := help
 NOTEBOOKS  := $(wildcard notebooks/[0-9][0-9]-*.ipynb)
 
-.PHONY: help env data data-raw analysis report notebooks lab test lint clean
+.PHONY: help env data data-raw analysis report notebooks lab test bench lint clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -59,6 +59,9 @@ lab: $(STAMP) ## open JupyterLab on the project's environment (kernel registered
 
 test: $(STAMP) ## run the test suite
 	$(PY) -m pytest -q
+
+bench: $(STAMP) ## speed and memory benchmarks (reports/bench/bench.md), ratios to baselines
+	$(PY) benchmarks/run_all.py
 
 lint: $(STAMP) ## ruff
 	$(VENV)/bin/ruff check analysis tests
