@@ -91,9 +91,14 @@ def main(argv=None) -> dict:
     return results
 
 
+def _seconds(v: float) -> str:
+    return f"{v:.3g} s" if v >= 0.1 else f"{1000 * v:.3g} ms"
+
+
 def _row(step, ours, base_name, base, target):
     ratio = ours / base if base else float("nan")
-    return f"| {step} | {ours:.3f} s | {base_name}: {base:.3f} s | {ratio:.2f} | {target} |"
+    return (f"| {step} | {_seconds(ours)} | {base_name}: {_seconds(base)} | {ratio:.2f} | "
+            f"{target} |")
 
 
 def markdown(r: dict) -> str:
