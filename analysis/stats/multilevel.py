@@ -35,9 +35,11 @@ Weighted (pseudo-likelihood; Rabe-Hesketh and Skrondal 2006)
     sampled teachers, Stata's ``pwscale(size)``; ``"effective"``: to the
     school's effective sample size), school weights ``w_{s|d}`` (conditional on
     the district; 1 when every school of a sampled district is taken) and
-    district weights ``w_d``, both used as given. The inner integrals are
-    approximated by Laplace's method level by level; with unit school weights
-    this is the joint Laplace approximation of the unweighted model. The target
+    district weights ``w_d``, both used as given. The integrals are approximated
+    by Laplace's method level by level at the joint mode of the weighted
+    integrand (each school's log-curvature term carries its weight ``w_{s|d}``);
+    with unit school weights this is the joint Laplace approximation, and with
+    all weights 1 it is the unweighted model's (lme4's). The target
     is the census parameter: the maximum-likelihood estimate that the same model
     would give if fitted to every teacher of the population. Standard errors: the
     sandwich ``H^-1 (D / (D - 1) sum_d s_d s_d') H^-1`` with the per-district
@@ -74,6 +76,7 @@ True
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -89,6 +92,7 @@ TIDY_COLUMNS = ["term", "estimate", "std_error", "statistic", "p_value", "ci_low
 ICC_COLUMNS = ["level", "estimate", "std_error", "ci_low", "ci_high"]
 LOGISTIC_VARIANCE = np.pi ** 2 / 3
 WEIGHT_SCALINGS = ("size", "effective")
+_AT_ZERO = 1e-6          # an SD below this many of its scale units is on the boundary
 
 
 # ---------------------------------------------------------------------------
@@ -270,8 +274,31 @@ def _hessian(lap: _Laplace, params, scale, step=1e-4):
     return (H + H.T) / 2
 
 
-def _maximise(lap: _Laplace, start, scale, *, gtol, max_newton=10):
-    """L-BFGS-B on scaled parameters (SDs >= 0), then Newton polishing steps."""
+def _sds_off_a_minimum(lap: _Laplace, params, scale, step=1e-3):
+    """Which SDs sit at zero although the likelihood increases away from zero.
+
+    The Laplace likelihood is even in each SD, so zero is always a stationary
+    point; a gradient method that reaches it stops there even when it is a
+    minimum along that SD. Zero is kept only if the likelihood decreases at
+    ``step`` (in the SD's units).
+    """
+    k = len(params)
+    off = np.zeros(2, dtype=bool)
+    for j in (0, 1):
+        index = k - 2 + j
+        if params[index] < _AT_ZERO * scale[index]:
+            probe = params.copy()
+            probe[index] = step
+            off[j] = lap.evaluate(probe)[1][index] > 0
+    return off
+
+
+def _maximise(lap: _Laplace, start, scale, *, gtol, max_newton=10, max_restarts=3):
+    """L-BFGS-B on scaled parameters (SDs >= 0), then Newton polishing steps.
+
+    An SD stopped at zero where the likelihood increases away from zero is moved
+    to 0.1 and the optimiser restarted.
+    """
     k = len(start)
 
     def objective(z):
@@ -282,15 +309,23 @@ def _maximise(lap: _Laplace, start, scale, *, gtol, max_newton=10):
     lower = np.full(k, -np.inf)
     lower[-2:] = -start[-2:] / scale[-2:]
     bounds = list(zip(lower, np.full(k, np.inf), strict=True))
-    res = optimize.minimize(objective, np.zeros(k), jac=True, method="L-BFGS-B", bounds=bounds,
-                            options={"maxiter": 5000, "ftol": 1e-15, "gtol": gtol * 1e-2,
-                                     "maxcor": 30})
-    params = start + res.x * scale
+    z0 = np.zeros(k)
+    iterations = 0
+    for _restart in range(max_restarts + 1):
+        res = optimize.minimize(objective, z0, jac=True, method="L-BFGS-B", bounds=bounds,
+                                options={"maxiter": 5000, "ftol": 1e-15, "gtol": gtol * 1e-2,
+                                         "maxcor": 30})
+        iterations += res.nit
+        params = start + res.x * scale
+        off = _sds_off_a_minimum(lap, params, scale)
+        if not off.any():
+            break
+        params[k - 2:][off] = 0.1
+        z0 = (params - start) / scale
     value, grad = lap.evaluate(params)
     H = _hessian(lap, params, scale)
-    iterations = res.nit
     for _ in range(max_newton):
-        free = params[-2:] > 1e-8 * scale[-2:]
+        free = params[-2:] > _AT_ZERO * scale[-2:]
         active = np.r_[np.ones(k - 2, bool), free]
         if np.max(np.abs(grad[active] * scale[active])) < gtol:
             break
@@ -308,9 +343,10 @@ def _maximise(lap: _Laplace, start, scale, *, gtol, max_newton=10):
         params, value, grad = trial, t_value, t_grad
         H = _hessian(lap, params, scale)
         iterations += 1
-    free = params[-2:] > 1e-8 * scale[-2:]
+    free = params[-2:] > _AT_ZERO * scale[-2:]
     active = np.r_[np.ones(k - 2, bool), free]
-    converged = bool(np.max(np.abs(grad[active] * scale[active])) < gtol * 10)
+    converged = bool(np.max(np.abs(grad[active] * scale[active])) < gtol * 10
+                     and not _sds_off_a_minimum(lap, params, scale).any())
     return params, value, H, converged, iterations
 
 
@@ -353,6 +389,7 @@ class MultilevelFit:
     school: str
     data: pd.DataFrame               # the analysed rows
     design_info: patsy.DesignInfo
+    design_matrix: np.ndarray        # (n, p) fixed-effects design of the analysed rows
     average_weights: np.ndarray      # weights of the averages in ame (1 unweighted)
     scores: np.ndarray               # (D, k) per-district score contributions
     hessian: np.ndarray              # (k, k) Hessian of the log (pseudo-)likelihood
@@ -516,8 +553,7 @@ class MultilevelFit:
             cf = frame.copy()
             cf[variable] = (pd.Categorical([lv] * len(cf), categories=col.cat.categories)
                             if hasattr(col, "cat") else lv)
-            X = np.asarray(patsy.build_design_matrices([self.design_info], cf,
-                                                       NA_action="raise")[0])
+            X = self._counterfactual_design(variable, cf)
             eta = (X @ beta)[:, None] + t * x_nodes[None, :]
             mu = special.expit(eta)
             dmu = mu * (1 - mu)
@@ -554,6 +590,20 @@ class MultilevelFit:
             "statistic": est / se, "p_value": 2 * stats.norm.sf(np.abs(est / se)),
             "ci_low": est - z * se, "ci_high": est + z * se,
             "n": [int(counts.get(levels[j], 0)) for j in others]})
+
+    def _counterfactual_design(self, variable: str, frame: pd.DataFrame) -> np.ndarray:
+        """The design matrix for ``frame``, rebuilding only the terms that use ``variable``."""
+        pattern = re.compile(rf"\b{re.escape(variable)}\b")
+        info = self.design_info
+        terms = [t for t in info.terms if any(pattern.search(f.name()) for f in t.factors)]
+        X = self.design_matrix.copy()
+        if terms:
+            sub = info.subset(terms)
+            cols = np.concatenate([np.arange(info.term_slices[t].start,
+                                             info.term_slices[t].stop) for t in terms])
+            X[:, cols] = np.asarray(patsy.build_design_matrices([sub], frame,
+                                                                NA_action="raise")[0])
+        return X
 
     def summary(self) -> str:
         kind = ("pseudo-likelihood, level weights scaled by "
@@ -673,8 +723,8 @@ def fit_multilevel_logit(formula: str, data: pd.DataFrame, *, district: str = "d
                          school_district)
 
     # starting values: the single-level GLM with the products of the weights
-    glm = irls(prob.X, y, a * c[school_codes] * g[district_codes], BINOMIAL)
     glm_weights = a * c[school_codes] * g[district_codes]
+    glm = irls(prob.X, y, glm_weights, BINOMIAL)
     glm_se = np.sqrt(np.diag(glm.cov_unscaled) * glm_weights.mean())
     start = np.r_[glm.coef, 0.5, 0.5]
     scale = np.r_[np.maximum(glm_se, 1e-8), 0.1, 0.1]
@@ -698,7 +748,8 @@ def fit_multilevel_logit(formula: str, data: pd.DataFrame, *, district: str = "d
         vcov_model=model, vcov_robust=robust, loglik=value, converged=converged,
         iterations=iterations, n_evaluations=lap.n_evaluations, n=len(frame),
         n_schools=n_schools, n_districts=n_districts, district=district, school=school,
-        data=frame, design_info=X.design_info, average_weights=average_weights,
+        data=frame, design_info=X.design_info, design_matrix=prob.X,
+        average_weights=average_weights,
         scores=score, hessian=H, district_codes=district_codes,
         weight_scaling=weight_scaling if weights else None)
 
