@@ -1,17 +1,20 @@
 # Reference values for the three-level random-intercept logit of M1's outcome and
 # covariates on the bundled synthetic study, from R's lme4 (Laplace, nAGQ = 1).
 #
-# Produces multilevel_reference.csv: fixed effects and their SEs (vcov(fit), from
-# lme4's finite-difference Hessian of the Laplace deviance), the SDs of the district
-# and school-within-district random intercepts, the log-likelihood, and the counts
-# (teachers, schools, districts). Input: multilevel_data.csv.gz, written by
-# refresh_multilevel.py from the package's cleaner on the bundled data/raw.
+# Produces multilevel_reference.csv: fixed effects and their SEs (2 x the inverse of
+# lme4's finite-difference Hessian of the Laplace deviance over (theta, beta), as
+# vcov.merMod does), the SDs of the district and school-within-district random
+# intercepts, the log-likelihood, the counts (teachers, schools, districts), the
+# largest absolute deviance gradient at the stored optimum (`max_abs_gradient`) and
+# glmer's own log-likelihood before polishing (`glmer_logLik`). Input:
+# multilevel_data.csv.gz, written by refresh_multilevel.py from the package's cleaner
+# on the bundled data/raw.
 #
-# Both stages use nloptr's BOBYQA with tight tolerances (lme4's default Nelder-Mead
-# stage 2 stops early with 26 parameters, and nlminb's steps fail PIRLS), so that the
-# stored optimum is accurate well beyond the tolerances of the tests; the largest
-# absolute gradient of the deviance at the optimum (lme4's finite differences) is
-# stored as `max_abs_gradient`.
+# glmer's optimum is not tight enough for the tests (minqa's bobyqa with rhoend 1e-10
+# ran for over 20 minutes without finishing; nlminb's steps fail PIRLS; nloptr's BOBYQA
+# at tight tolerances stops at deviance gradients of 0.01-0.1), so it is polished by
+# Newton steps on lme4's own deviance function, with lme4's finite-difference
+# derivatives, until the deviance stops decreasing (gradient about 1e-6).
 #
 # Run from the project root:  Rscript tests/reference/multilevel_reference.R
 # Produced with R 4.2.2 and lme4 1.1.31 (Debian packages r-base-core, r-cran-lme4).
