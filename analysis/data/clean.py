@@ -220,6 +220,19 @@ def parse_numbers(text: pd.Series) -> pd.Series:
     return pd.Series(values.to_numpy(zero_copy_only=False), index=text.index, dtype=float)
 
 
+def factorize(values: pd.Series, *, sort: bool = False):
+    """Integer codes (-1 for missing) and the distinct values of a column.
+
+    Examples
+    --------
+    >>> codes, uniques = factorize(pd.Series(["b", "a", "b", None], dtype="str"), sort=True)
+    >>> codes.tolist(), list(uniques)
+    ([1, 0, 1, -1], ['a', 'b'])
+    """
+    codes, uniques = pd.factorize(values, sort=sort, use_na_sentinel=True)
+    return codes, uniques
+
+
 def map_unique(values: pd.Series, func) -> pd.Series:
     """``func`` applied once per distinct value (not once per row).
 
@@ -281,16 +294,29 @@ class Cleaner:
     cb: Codebook
     log: CleaningLog
 
-    def _log(self, df, mask, src: Source, column, old, new, rule, *, pii=False):
-        mask = np.asarray(mask, dtype=bool)
-        if not mask.any():
+    def _log(self, df, mask, src: Source, column, old, new, rule, *, pii=False,
+             safe=False):
+        """Log the rows of ``mask``; ``old`` and ``new`` are scalars or aligned with ``df``
+        (only the logged rows are converted). ``safe`` passes ``old`` through
+        :func:`safe_text`."""
+        where = np.flatnonzero(np.asarray(mask, dtype=bool))
+        if len(where) == 0:
             return
         ids = df[src.id_col] if src.id_col in df else df[ROW_COLUMN]
-        self.log.add(source_file=src.file, rows=df[ROW_COLUMN].to_numpy()[mask],
-                     record_ids=np.asarray(ids)[mask], column=column,
-                     old=old if np.isscalar(old) or old is None else np.asarray(old)[mask],
-                     new=new if np.isscalar(new) or new is None else np.asarray(new)[mask],
-                     rule=rule, pii=pii)
+
+        def pick(values):
+            if values is None or np.isscalar(values):
+                return values
+            if isinstance(values, pd.Series):
+                return values.iloc[where].reset_index(drop=True)
+            return np.asarray(values)[where]
+
+        old = pick(old)
+        if safe and isinstance(old, pd.Series):
+            old = safe_text(old, limit=self.cb.cleaning["max_logged_text"])
+        self.log.add(source_file=src.file, rows=df[ROW_COLUMN].to_numpy()[where],
+                     record_ids=ids.iloc[where].to_numpy(), column=column, old=old,
+                     new=pick(new), rule=rule, pii=pii)
 
     def _too_many_unknown(self, src: Source, column: str, n_unknown: int, n_answered: int,
                           examples: list[str], expected: str) -> None:
@@ -312,27 +338,26 @@ class Cleaner:
         ``unknown="log"`` sets unmatched answers missing and logs them;
         ``unknown="keep"`` leaves them missing for the caller.
         """
-        codes_, uniques = pd.factorize(df[column], use_na_sentinel=True)
+        codes_, uniques = factorize(df[column])
         matched, how = match_labels(list(uniques), mapping, codes)
         value = _scale_series(matched, codes_, mapping, df.index)
-        how_u = np.array(how + ["empty"], dtype=object)
+        kinds = ["exact", "code", "normalised", "trailing_text", "empty", "unknown"]
+        how_u = np.array([kinds.index(h) for h in how] + [kinds.index("empty")], dtype=np.int8)
         cell_how = how_u[codes_]
-        loose = np.isin(cell_how, ["normalised", "trailing_text"])
-        if loose.any():
-            old = safe_text(df[column], limit=self.cb.cleaning["max_logged_text"])
-            self._log(df, loose, src, column, old, value, "normalise_label")
-        n_codes = int((cell_how == "code").sum())
+        loose = (cell_how == kinds.index("normalised")) | (cell_how == kinds.index("trailing_text"))
+        self._log(df, loose, src, column, df[column], value, "normalise_label", safe=True)
+        n_codes = int((cell_how == kinds.index("code")).sum())
         if n_codes:
             self.log.note(source_file=src.file, column=column, new=f"{n_codes} cells",
                           rule="numeric_codes_mapped")
-        bad = cell_how == "unknown"
+        bad = cell_how == kinds.index("unknown")
         if unknown == "log" and bad.any():
-            answered = int((cell_how != "empty").sum())
+            answered = int((cell_how != kinds.index("empty")).sum())
             examples = [u for u, h in zip(uniques, how, strict=True) if h == "unknown"]
             self._too_many_unknown(src, column, int(bad.sum()), answered, examples,
                                    "one of " + ", ".join(map(repr, list(mapping)[:8])))
-            old = safe_text(df[column], limit=self.cb.cleaning["max_logged_text"])
-            self._log(df, bad, src, column, old, "", "unknown_label_set_missing")
+            self._log(df, bad, src, column, df[column], "", "unknown_label_set_missing",
+                      safe=True)
         return value
 
     def number(self, df, column, *, src: Source, lo=None, hi=None, lo_exclusive=False,
@@ -341,15 +366,17 @@ class Cleaner:
 
         Text typed into a number field is logged as ``<redacted>``: it is free text.
         """
-        text = df[column].astype("str").str.strip()
+        text = df[column].astype("str")
         value = parse_numbers(text)
         if src.decimal_comma:
-            comma = value.isna() & text.str.fullmatch(r"-?\d+,\d+")
+            comma = value.isna() & text.str.fullmatch(r"\s*-?\d+,\d+\s*")
             if comma.any():
                 fixed = parse_numbers(text[comma].str.replace(",", ".", regex=False))
                 value[comma] = fixed
                 self._log(df, comma, src, column, text, value, "decimal_comma")
         bad = value.isna() & (text != "")
+        if bad.any():
+            bad &= text.str.strip() != ""
         if bad.any():
             self._too_many_unknown(src, column, int(bad.sum()), int((text != "").sum()),
                                    [REDACTED], "numbers")
@@ -370,21 +397,25 @@ class Cleaner:
         An ID in scientific notation (``4.1E+11``, written by Excel) has lost
         digits for good: the run stops and says how to re-export it.
         """
-        text = df[column].astype("str").str.strip()
-        sci = text.str.fullmatch(r"\d+(?:\.\d+)?[eE]\+?\d+")
+        codes, uniques = factorize(df[column].astype("str"))
+        raw = pd.Series(uniques, dtype="str").str.strip()      # the work is per distinct ID
+        sci = raw.str.fullmatch(r"\d+(?:\.\d+)?[eE]\+?\d+").to_numpy()
         if sci.any():
-            k = int(np.flatnonzero(sci.to_numpy())[0])
+            k = int(np.flatnonzero(np.isin(codes, np.flatnonzero(sci)))[0])
             raise InputError(src.path, "an ID was turned into a number in scientific notation "
                              "(a spreadsheet program does this), so its digits are lost",
                              row=int(df[ROW_COLUMN].iloc[k]), column=src.header(column),
-                             expected=f"{digits} digits", found=repr(text.iloc[k]),
+                             expected=f"{digits} digits", found=repr(raw[codes[k]]),
                              hint="export the file again from the survey platform, or format "
                                   "the column as Text before saving it in the spreadsheet")
-        clean = text.str.replace(r"\.0+$", "", regex=True).str.lstrip("'")
-        padded = clean.where(~clean.str.fullmatch(r"\d+") | (clean.str.len() >= digits),
-                             clean.str.zfill(digits))
-        changed = (padded != text).to_numpy()
-        self._log(df, changed, src, column, text, padded, "restore_leading_zeros")
+        clean = raw.str.replace(r"\.0+$", "", regex=True).str.lstrip("'")
+        short = clean.str.fullmatch(r"\d+") & (clean.str.len() < digits)
+        fixed = clean.where(~short, clean.str.zfill(digits))
+        fixed_u = np.append(fixed.to_numpy(dtype=object), "")
+        padded = pd.Series(fixed_u[codes], index=df.index, dtype="str")
+        changed_u = np.append((fixed != pd.Series(uniques, dtype="str")).to_numpy(), False)
+        self._log(df, changed_u[codes], src, column, df[column], padded,
+                  "restore_leading_zeros")
         return padded
 
     def dates(self, df, column, *, src: Source):
@@ -414,17 +445,18 @@ class Cleaner:
 
     def booleans(self, df, column, *, src: Source):
         vocab = self.cb.export_formats["boolean"]
-        mapping = {v: True for v in vocab["true"]} | {v: False for v in vocab["false"]}
-        folded = df[[ROW_COLUMN, src.id_col] if src.id_col in df else [ROW_COLUMN]].assign(
-            **{column: df[column].astype("str").str.strip().str.casefold()})
-        return self.labels(folded, column, mapping, src=src).astype(object)
+        mapping = {}
+        for value, words in ((True, vocab["true"]), (False, vocab["false"])):
+            for word in words:                    # true, TRUE and True are all exact
+                mapping |= {word: value, word.upper(): value, word.title(): value}
+        return self.labels(df, column, mapping, src=src).astype(object)
 
 
 def _typed(cleaner: Cleaner, df: pd.DataFrame, source: str, src: Source,
            skip=()) -> pd.DataFrame:
     """Type every codebook column of a survey source (labels -> codes, text -> numbers)."""
     cb = cleaner.cb
-    out = pd.DataFrame({ROW_COLUMN: df[ROW_COLUMN]})
+    out = {ROW_COLUMN: df[ROW_COLUMN]}
     for col in cb.columns(source):
         v = col.variable
         if v not in df or v in skip or col.pii or col.free_text:
@@ -443,7 +475,7 @@ def _typed(cleaner: Cleaner, df: pd.DataFrame, source: str, src: Source,
             out[v] = cleaner.booleans(df, v, src=src)
         else:
             out[v] = df[v]
-    return out
+    return pd.DataFrame(out, index=df.index)
 
 
 def _source(export: SurveyExport, id_col: str) -> Source:
@@ -606,7 +638,7 @@ class Flow:
         out = np.asarray(pd.Series(out).fillna(False), dtype=bool) & self.alive
         gone = np.flatnonzero(out)
         cleaner.log.add(source_file=file, rows=data[ROW_COLUMN].to_numpy()[gone],
-                        record_ids=data[id_col].to_numpy()[gone], column="", old="",
+                        record_ids=data[id_col].iloc[gone].to_numpy(), column="", old="",
                         new="row dropped", rule=rule)
         n_in = int(self.alive.sum())
         self.alive &= ~out
@@ -640,12 +672,14 @@ def clean_teachers(raw: RawStudy, cleaner: Cleaner) -> pd.DataFrame:
         df = df.assign(response_id=df["response_id"].astype("str").str.strip())
     derived_from = {v for c in cleaner.cb.columns("teacher_survey") if c.variable not in df
                     for v in c.derive_from}
+    # platform metadata the processed table does not keep (and nothing is derived from)
     unused = {c.variable for c in cleaner.cb.columns("teacher_survey")
-              if c.type == "datetime" and not c.required and c.variable not in derived_from}
+              if c.type in ("datetime", "text") and not c.required
+              and c.variable not in derived_from}
     out = _typed(cleaner, df, "teacher_survey", src, skip=unused)
     _derive_metadata(out, cleaner, src)
     # personal columns needed by the duplicate rule stay only as in-memory keys
-    out["_email_key"] = (df["recipient_email"].astype("str").str.strip().str.casefold()
+    out["_email_key"] = (df["recipient_email"].astype("str").str.strip().str.lower()
                          if "recipient_email" in df else "")
     out["_ip_key"] = df["ip_address"].astype("str").str.strip() if "ip_address" in df else ""
     return out
@@ -708,8 +742,11 @@ def apply_quality_rules(t: pd.DataFrame, cleaner: Cleaner, *, file: str,
     out("unknown_district_id", ~t["district_id"].isin(frame_districts["district_id"]))
     out("district_did_not_answer", ~t["district_id"].isin(districts["district_id"]))
     out("unknown_school_id", ~t["school_id"].isin(frame_schools["school_id"]))
-    kept = t.loc[flow.alive].drop(columns=["_email_key", "_ip_key"])
-    kept.insert(len(kept.columns), "partial", partial[flow.alive].to_numpy())
+    # the rows kept, in the order of the processed table (one take for filter and sort)
+    alive = np.flatnonzero(flow.alive)
+    rows = alive[sort_order(t.iloc[alive], ["district_id", "school_id", "response_id"])]
+    kept = t.drop(columns=["_email_key", "_ip_key"]).take(rows).reset_index(drop=True)
+    kept.insert(len(kept.columns), "partial", partial.to_numpy()[rows])
     return kept, flow.frame()
 
 
@@ -735,16 +772,33 @@ def _complete(t: pd.DataFrame, cleaner: Cleaner, file: str) -> pd.Series:
 
 def _duplicates(t: pd.DataFrame, window_minutes: float) -> pd.Series:
     """Earlier submissions of the same person: same e-mail, or same district, school
-    and IP within the window. The last one is kept."""
-    order = t.sort_values(["recorded_date", ROW_COLUMN])
-    by_email = order["_email_key"] != ""
-    dup = pd.Series(False, index=order.index)
-    dup[by_email] = order.loc[by_email].duplicated("_email_key", keep="last")
-    key = order["district_id"] + "|" + order["school_id"] + "|" + order["_ip_key"]
-    nxt = order.groupby(key)["recorded_date"].shift(-1)
-    soon = (nxt - order["recorded_date"]) <= pd.Timedelta(minutes=window_minutes)
-    dup |= soon.fillna(False) & (order["_ip_key"] != "")
-    return dup.reindex(t.index)
+    and IP within the window. The last one (by recorded date, then row) is kept.
+
+    Vectorised: the keys are factorised to integers and the rows sorted once.
+    """
+    n = len(t)
+    when = t["recorded_date"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    when = np.where(t["recorded_date"].isna().to_numpy(), np.iinfo(np.int64).min, when)
+    email = factorize(t["_email_key"].astype("str"))[0]
+    email = np.where((t["_email_key"] == "").to_numpy(), -1, email)
+    place = [factorize(t[k].astype("str"))[0] for k in ("district_id", "school_id", "_ip_key")]
+    order = np.lexsort((t[ROW_COLUMN].to_numpy(), when))        # by date, then row
+    dup = np.zeros(n, dtype=bool)
+    # same e-mail: every submission but the last
+    by_email = order[email[order] >= 0]
+    later = pd.Series(email[by_email]).duplicated(keep="last").to_numpy()
+    dup[by_email[later]] = True
+    # same district, school and IP: a submission followed by another within the window
+    grouped = np.lexsort((t[ROW_COLUMN].to_numpy(), when, *reversed(place)))
+    same = np.ones(n - 1, dtype=bool) if n > 1 else np.zeros(0, dtype=bool)
+    for codes in place:
+        same &= codes[grouped[1:]] == codes[grouped[:-1]]
+    gap = when[grouped[1:]] - when[grouped[:-1]]
+    window = int(pd.Timedelta(minutes=window_minutes).value)
+    has_ip = (t["_ip_key"] != "").to_numpy()[grouped[:-1]]
+    valid = (when[grouped[:-1]] != np.iinfo(np.int64).min)
+    dup[grouped[:-1][same & (gap <= window) & has_ip & valid]] = True
+    return pd.Series(dup, index=t.index)
 
 
 # ---------------------------------------------------------------------------
@@ -848,15 +902,32 @@ def clean_study(raw_dir: Path, cb: Codebook | None = None, *,
 def _assemble_teachers(t, districts, schools, cb: Codebook) -> pd.DataFrame:
     t = t.drop(columns=["status", "distribution_channel", "user_language", "start_date",
                         "end_date"], errors="ignore")
+    # the rows come sorted from apply_quality_rules; the merges keep the left table's order
     t = pd.concat([t, derive.samr_outcomes(t, cb=cb)], axis=1)
     district_cols = [c for c in districts.columns if c not in (ROW_COLUMN, "submitted_at",
                                                                 "district_name")]
-    t = t.merge(districts[district_cols], on="district_id", how="left", validate="many_to_one")
-    t = t.merge(schools[["school_id", "n_teachers"]], on="school_id", how="left",
-                validate="many_to_one")
+    t = lookup_join(t, districts[district_cols], on="district_id")
+    t = lookup_join(t, schools[["school_id", "n_teachers"]], on="school_id")
     t["weight"] = weights.teacher_weights(t)
-    t = _categoricals(t, cb)
-    return sort_rows(t, ["district_id", "school_id", "response_id"])
+    return _categoricals(t, cb)
+
+
+def lookup_join(left: pd.DataFrame, right: pd.DataFrame, *, on: str) -> pd.DataFrame:
+    """``left`` with the columns of ``right`` whose key ``on`` matches (a many-to-one left
+    join that keeps ``left`` as it is and only takes from ``right``).
+
+    Examples
+    --------
+    >>> left = pd.DataFrame({"k": ["a", "b", "a", "c"], "x": [1, 2, 3, 4]})
+    >>> right = pd.DataFrame({"k": ["a", "b"], "y": [10.0, 20.0]})
+    >>> lookup_join(left, right, on="k")["y"].tolist()
+    [10.0, 20.0, 10.0, nan]
+    """
+    if not right[on].is_unique:
+        raise ValueError(f"lookup_join: {on!r} is not unique in the right table")
+    looked_up = right.set_index(on).reindex(left[on].to_numpy())
+    looked_up.index = left.index
+    return pd.concat([left, looked_up], axis=1)
 
 
 def sort_rows(data: pd.DataFrame, by: list[str]) -> pd.DataFrame:
@@ -867,16 +938,33 @@ def sort_rows(data: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     >>> sort_rows(pd.DataFrame({"a": ["b", "a", "a"], "n": [1, 2, 3]}), ["a"])["n"].tolist()
     [2, 3, 1]
     """
+    return data.take(sort_order(data, by)).reset_index(drop=True)
+
+
+def sort_order(data: pd.DataFrame, by: list[str]) -> np.ndarray:
+    """Positions that sort ``data`` by the text columns ``by`` (stable).
+
+    Examples
+    --------
+    >>> sort_order(pd.DataFrame({"a": ["b", "a", "a"], "b": ["x", "z", "y"]}), ["a", "b"])
+    array([2, 1, 0])
+    """
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    keys = pa.table({k: pa.array(data[k].astype("str")) for k in by})
-    order = pc.sort_indices(keys, sort_keys=[(k, "ascending") for k in by]).to_numpy()
-    return data.take(order).reset_index(drop=True)
+    codes = []
+    for k in reversed(by):
+        values = data[k].astype("str")
+        if values.nunique() > len(values) // 2:          # mostly distinct: Arrow's sort
+            rank = pc.rank(pa.array(values), sort_keys="ascending", tiebreaker="dense")
+            codes.append(rank.to_numpy().astype(np.int64))
+        else:
+            codes.append(factorize(values, sort=True)[0])
+    return np.lexsort(codes) if codes else np.arange(len(data))
 
 
 def _categoricals(df: pd.DataFrame, cb: Codebook) -> pd.DataFrame:
-    df = df.copy()
+    df = df.copy(deep=False)
     cats = {"support_model": cb.support_model_codes() + [cb.other_model_code],
             "support_model_derived": cb.support_model_codes(),
             "locale": cb.scale_values("locale"), "size_stratum": cb.scale_values("size_stratum"),

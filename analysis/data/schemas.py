@@ -64,8 +64,9 @@ def raw_teachers_schema(cb: Codebook | None = None) -> pa.DataFrameSchema:
     cols = {
         "response_id": pa.Column(str, pa.Check.str_length(min_value=1, error="not empty"),
                                  unique=True, report_duplicates="exclude_first"),
-        "district_id": pa.Column(str, _digits(digits["district_id"], optional=True)),
-        "school_id": pa.Column(str, _digits(digits["school_id"], optional=True)),
+        # checked as categories (once per distinct ID): see validate_raw
+        "district_id": pa.Column(None, _digits(digits["district_id"], optional=True)),
+        "school_id": pa.Column(None, _digits(digits["school_id"], optional=True)),
     }
     return pa.DataFrameSchema(cols, strict=False)
 
@@ -130,8 +131,16 @@ def validate_raw(df: pd.DataFrame, schema: pa.DataFrameSchema, path: Path, *,
     column response_id, row 5: expected unique values; found 'R_1'
     """
     headers = headers or {}
+    columns = [c for c in [ROW_COLUMN, *schema.columns] if c in df]
+    checked = df[columns]
+    # text columns without a dtype in the schema are checked once per distinct value
+    loose = [c for c in columns if c in schema.columns and schema.columns[c].dtype is None
+             and pd.api.types.is_string_dtype(checked[c])]
+    if loose:
+        checked = checked.astype({c: "category" for c in loose})
     try:
-        return schema.validate(df, lazy=True)
+        schema.validate(checked, lazy=True, inplace=True)
+        return df
     except SchemaErrors as err:
         cases = err.failure_cases
         lines = []

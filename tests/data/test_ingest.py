@@ -221,3 +221,19 @@ def test_cleaning_log_redacts_personal_values():
     log.add(source_file="t.csv", rows=[5], record_ids=["R_1"], column="recipient_email",
             old=["x@y.org"], new="", rule="r", pii=True)
     assert log.frame()["old_value"].tolist() == ["<redacted>"]
+
+
+def test_sort_order_and_lookup_join_agree_with_pandas():
+    from analysis.data.clean import lookup_join, sort_order
+
+    rng = np.random.default_rng(3)
+    df = pd.DataFrame({"a": rng.choice(list("abc"), 500),
+                       "b": rng.choice([f"x{i}" for i in range(400)], 500),
+                       "c": [f"r{i:04d}" for i in rng.permutation(500)]}).astype("str")
+    for by in (["a", "b", "c"], ["b", "a"], ["c"]):
+        expected = df.sort_values(by, kind="stable").index.to_numpy()
+        assert (sort_order(df, by) == expected).all(), by
+    right = pd.DataFrame({"a": ["a", "b"], "y": [1.0, 2.0]})
+    joined = lookup_join(df, right, on="a")
+    merged = df.merge(right, on="a", how="left")
+    pd.testing.assert_frame_equal(joined, merged)
