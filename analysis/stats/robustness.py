@@ -395,6 +395,14 @@ def _target(values: pd.Series) -> tuple[np.ndarray, bool]:
     return values.to_numpy(dtype=float)[:, None], False
 
 
+def _ols(Z: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """Least squares by the normal equations with a tiny ridge (the indicators of the
+    imputation models can be collinear, e.g. strata and locales)."""
+    A = Z.T @ Z
+    A[np.diag_indices_from(A)] += 1e-8 * np.trace(A) / len(A)
+    return np.linalg.solve(A, Z.T @ Y)
+
+
 def _pmm(values: pd.Series, predictors: np.ndarray, missing: np.ndarray,
          rng: np.random.Generator, donors: int) -> np.ndarray:
     """Bootstrap predictive mean matching: positions (into the observed rows) of the donor
@@ -404,23 +412,32 @@ def _pmm(values: pd.Series, predictors: np.ndarray, missing: np.ndarray,
     the predictors is fitted on the observed rows (``beta_hat``) and on a
     bootstrap resample of them (``beta_star``); each missing row's prediction
     under ``beta_star`` is matched to the ``donors`` nearest predictions of the
-    observed rows under ``beta_hat``, and one of them is drawn at random.
+    observed rows under ``beta_hat`` (Euclidean distance), and one of them is
+    drawn at random.
     """
     obs = ~missing
     target, _ = _target(values[obs])
     Z_obs, Z_mis = predictors[obs], predictors[missing]
     boot = rng.integers(0, len(Z_obs), len(Z_obs))
-    beta_hat = np.linalg.lstsq(Z_obs, target, rcond=None)[0]
-    beta_star = np.linalg.lstsq(Z_obs[boot], target[boot], rcond=None)[0]
-    fit_obs = Z_obs @ beta_hat
-    fit_mis = Z_mis @ beta_star
+    fit_obs = Z_obs @ _ols(Z_obs, target)
+    fit_mis = Z_mis @ _ols(Z_obs[boot], target[boot])
     k = min(donors, len(fit_obs))
+    if fit_obs.shape[1] == 1:                    # one dimension: search the sorted fits
+        order = np.argsort(fit_obs[:, 0], kind="stable")
+        sorted_fit = fit_obs[order, 0]
+        pos = np.searchsorted(sorted_fit, fit_mis[:, 0])
+        window = np.clip(pos[:, None] + np.arange(-k, k)[None, :], 0, len(order) - 1)
+        dist = np.abs(sorted_fit[window] - fit_mis[:, [0]])
+        dist[:, 1:][window[:, 1:] == window[:, :-1]] = np.inf     # clipped duplicates
+        near = np.take_along_axis(window, np.argsort(dist, axis=1, kind="stable")[:, :k], 1)
+        return order[near[np.arange(len(near)), rng.integers(0, k, len(near))]]
+    sq_obs = np.sum(fit_obs ** 2, axis=1)
     picks = np.empty(len(fit_mis), dtype=np.int64)
-    for start in range(0, len(fit_mis), 1000):
-        block = fit_mis[start:start + 1000]
-        dist = ((block[:, None, :] - fit_obs[None, :, :]) ** 2).sum(axis=2)
+    for start in range(0, len(fit_mis), 256):
+        block = fit_mis[start:start + 256]
+        dist = sq_obs[None, :] - 2.0 * block @ fit_obs.T      # + |block|^2, same per row
         near = np.argpartition(dist, k - 1, axis=1)[:, :k]
-        picks[start:start + 1000] = near[np.arange(len(block)), rng.integers(0, k, len(block))]
+        picks[start:start + 256] = near[np.arange(len(block)), rng.integers(0, k, len(block))]
     return picks
 
 
@@ -433,7 +450,7 @@ def _fill(values: pd.Series, missing: np.ndarray, picks: np.ndarray) -> pd.Serie
 
 def impute_chained(data: pd.DataFrame, *, columns: list[str], group: str | None = None,
                    group_columns: list[str] = (), predictors: list[str] = (),
-                   m: int = 20, iterations: int = 10, donors: int = 5, seed: int = 0
+                   m: int = 20, iterations: int = 5, donors: int = 5, seed: int = 0
                    ) -> list[pd.DataFrame]:
     """Multiple imputation by chained equations with predictive mean matching.
 
@@ -475,6 +492,7 @@ def impute_chained(data: pd.DataFrame, *, columns: list[str], group: str | None 
     if group:
         gcodes, guniq = pd.factorize(data[group])
         first = pd.Series(np.arange(len(data))).groupby(gcodes).first().to_numpy()
+    fixed = _encode(data[predictors])                    # predictors never change
     out = []
     for rng in rngs:
         d = data.copy()
@@ -494,7 +512,7 @@ def impute_chained(data: pd.DataFrame, *, columns: list[str], group: str | None 
             d[c] = vals
         for _ in range(iterations):
             if group and group_columns:
-                unit = _encode(d[columns + predictors])[:, 1:]
+                unit = np.column_stack([_encode(d[columns])[:, 1:], fixed[:, 1:]])
                 means = pd.DataFrame(unit).groupby(gcodes).mean().to_numpy()
                 for c in group_columns:
                     if not gmiss[c].any():
@@ -508,8 +526,9 @@ def impute_chained(data: pd.DataFrame, *, columns: list[str], group: str | None 
             for c in columns:
                 if not miss[c].any():
                     continue
-                others = [o for o in columns + group_columns + predictors if o != c]
-                picks = _pmm(d[c], _encode(d[others]), miss[c], rng, donors)
+                others = [o for o in columns + group_columns if o != c]
+                Z = np.column_stack([fixed, _encode(d[others])[:, 1:]])
+                picks = _pmm(d[c], Z, miss[c], rng, donors)
                 d[c] = _fill(d[c], miss[c], picks)
         out.append(d)
     return out
@@ -534,7 +553,7 @@ class MIResult:
     missing: pd.DataFrame
 
 
-def multiple_imputation(teachers: pd.DataFrame, *, m: int = 20, iterations: int = 10,
+def multiple_imputation(teachers: pd.DataFrame, *, m: int = 20, iterations: int = 5,
                         donors: int = 5, seed: int = 20261130) -> MIResult:
     """M1 after multiple imputation of its missing teacher and district answers.
 
@@ -563,12 +582,12 @@ def multiple_imputation(teachers: pd.DataFrame, *, m: int = 20, iterations: int 
     gcols = [c for c in MI_DISTRICT_COLUMNS if c in data]
     missing = pd.DataFrame({"column": cols + gcols,
                             "share_missing": [float(data[c].isna().mean()) for c in cols + gcols]})
-    completed = impute_chained(data, columns=cols, group="district_id", group_columns=gcols,
-                               predictors=MI_PREDICTORS, m=m, iterations=iterations,
-                               donors=donors, seed=seed)
     formula, ref = _m1_formula(), _reference()
     coefs, coef_var, ames, ame_var = [], [], [], []
     with threadpool_limits(1):
+        completed = impute_chained(data, columns=cols, group="district_id",
+                                   group_columns=gcols, predictors=MI_PREDICTORS, m=m,
+                                   iterations=iterations, donors=donors, seed=seed)
         for d in completed:
             d = model_data(d.assign(support_model=d["support_model"].astype(object)))
             design = _study_design(d, lonely_psu="fail")
