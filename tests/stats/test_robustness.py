@@ -126,7 +126,10 @@ def test_rubin_closed_form_with_barnard_rubin_df():
 
 
 def test_mi_without_missing_values_is_the_complete_case_fit(m1_data):
-    data = m1_data[m1_data["support_model"].notna()].reset_index(drop=True)
+    m1_columns = ["non_substitutive", "support_model", "frl_pct", "enrollment", "locale",
+                  "tech_spend_pp", "students_per_device", "years_teaching", "grade_band",
+                  "subject"]
+    data = m1_data.dropna(subset=m1_columns).reset_index(drop=True)
     res = rb.multiple_imputation(data, m=2, iterations=1)
     cc = res.complete_case_ame.set_index("support_model")
     pooled = res.ame.set_index("support_model")
