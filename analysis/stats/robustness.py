@@ -1056,6 +1056,33 @@ def _mask(rows: np.ndarray, n: int) -> np.ndarray:
     return m
 
 
+def specification_curve(curve: pd.DataFrame, *, level: str = "coaching") -> pd.DataFrame:
+    """The data of a specification-curve figure for one model: specifications ranked by
+    the AME (percentage points), with their CI, significance and choices (the
+    indicator panel below the curve).
+
+    Examples
+    --------
+    >>> curve = pd.DataFrame({"outcome": ["a", "b"], "coaching_estimate": [0.2, 0.1],
+    ...                       "coaching_ci_low": [0.1, -0.1], "coaching_ci_high": [0.3, 0.3],
+    ...                       "coaching_p_value": [0.01, 0.4]})
+    >>> specification_curve(curve)[["rank", "outcome", "estimate_pp"]].values.tolist()
+    [[1, 'b', 10.0], [2, 'a', 20.0]]
+    """
+    choices = [c for c in ("outcome", "covariates", "variance", "weights", "flagged")
+               if c in curve]
+    out = curve[choices].copy()
+    for part in ("estimate", "ci_low", "ci_high"):
+        out[f"{part}_pp"] = 100 * curve[f"{level}_estimate" if part == "estimate"
+                                        else f"{level}_{part}"]
+    out["p_value"] = curve[f"{level}_p_value"]
+    out["significant"] = out["p_value"] < 0.05
+    out = out.sort_values("estimate_pp", kind="stable", ignore_index=True)
+    out.insert(0, "rank", np.arange(1, len(out) + 1))
+    out.insert(1, "support_model", level)
+    return out
+
+
 def multiverse_summary(curve: pd.DataFrame, *, levels=("coaching", "director")) -> dict:
     """Share of specifications with a positive AME, and with a positive and significant one.
 

@@ -238,6 +238,11 @@ def test_multiverse_grid_and_rows(m1_data):
     same = curve.query("covariates == 'M1' and weights == 'survey'")
     assert same["coaching_estimate"].nunique() == 1           # one fit, three variances
     assert same["coaching_ci_low"].nunique() == 3
+    sc = rb.specification_curve(curve, level="director")
+    assert len(sc) == len(curve) and sc["estimate_pp"].is_monotonic_increasing
+    assert sc["rank"].tolist() == list(range(1, len(curve) + 1))
+    assert (sc["significant"] == (sc["p_value"] < 0.05)).all()
+    assert sorted(sc["estimate_pp"]) == pytest.approx(sorted(100 * curve["director_estimate"]))
     s = rb.multiverse_summary(curve)
     assert s["n_specifications"] == 11
     assert 0 <= s["coaching"]["share_positive_significant"] <= s["coaching"]["share_positive"]
