@@ -67,6 +67,15 @@ def load_processed(processed_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dic
     return pd.read_parquet(paths[0]), pd.read_parquet(paths[1]), manifest
 
 
+def load_results(reports_dir: Path) -> dict:
+    """results.json of a previous ``run_report``, or explain what to run first."""
+    path = Path(reports_dir) / config.RESULTS_FILE
+    if not path.exists():
+        raise InputError(path, "not found", hint="run `make analysis` (python -m analysis "
+                                                 "report) first")
+    return json.loads(path.read_text())
+
+
 def model_entry(fit: ModelFit, *, outcome: str, label: str | None = None) -> dict:
     coefs = fit.tidy()[["term", "estimate", "std_error", "ci_low", "ci_high", "p_value"]]
     return {
