@@ -27,6 +27,8 @@ FIGURES = [
     ("moderation", "Conditional associations (H4-H7)"),
     ("cost_effectiveness", "Cost-effectiveness (H8)"),
     ("cleaning_flow", "From responses to the analysed sample"),
+    ("specification_curve", "Specification curve (robustness)"),
+    ("power_curve", "Minimum detectable effect by number of districts"),
 ]
 
 
@@ -215,8 +217,18 @@ def write_html(results: dict, reports_dir: Path) -> Path:
         parts += ["<h3>Scale reliability</h3>",
                   _table(["Scale", "alpha", "omega", "Flag"], rel_rows, numeric={1, 2})]
     if "robustness" in results:
-        parts += ["<h2>Robustness</h2>", "<p>See <code>results.json</code> key "
-                  "<code>robustness</code> and the robustness notebook.</p>"]
+        mv = results["robustness"].get("multiverse", {}).get("summary", {})
+        text = "; ".join(
+            f"{_short(m)}: positive in {100 * mv[m]['share_positive']:.0f}% and positive and "
+            f"significant in {100 * mv[m]['share_positive_significant']:.0f}% of "
+            f"{mv.get('n_specifications', '')} specifications"
+            for m in ("coaching", "director") if isinstance(mv.get(m), dict))
+        parts += ["<h2>Robustness</h2>",
+                  f"<p>{html.escape(text)}. Multiple imputation, E-values, propensity "
+                  "weighting and leave-one-out estimates are in <code>results.json</code> "
+                  "(key <code>robustness</code>) and the robustness notebook.</p>",
+                  figs.get("specification_curve", ""),
+                  "<h2>Planning the next survey</h2>", figs.get("power_curve", "")]
     parts += [
         "<h2>Limitations</h2>",
         "<ul><li>All results are associations between a district's support model and what "

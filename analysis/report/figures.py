@@ -240,3 +240,58 @@ def moderation_figure(mod: pd.DataFrame, out_base: Path, *, titles: dict[str, st
            "support only) at low, average and high values of each moderator: "
            + "; ".join(titles.get(i, i) for i in ids) + ".")
     return _finish(fig, out_base, alt, synthetic=synthetic, stamp=stamp, top=0.9)
+
+
+def specification_curve_figure(specs: pd.DataFrame, out_base: Path, *, models: list[str],
+                               labels: dict[str, str], synthetic: bool, stamp: str):
+    """Specification curve: each specification's AME (pp) with its 95% CI, sorted, one
+    panel per support model; filled points are significant at 5%."""
+    fig, axes = _figure("How much do the associations depend on the analyst's choices?",
+                        f"Specification curve over {len(specs)} analyses (outcome, covariates, "
+                        "variance, weights, flagged responses); AME vs Tech Support Only",
+                        size=(8.5, 2.6 * len(models) + 1.4), nrows=len(models))
+    for ax, m in zip(axes[:, 0], models, strict=True):
+        s = specs.sort_values(f"{m}_estimate_pp").reset_index(drop=True)
+        x = np.arange(len(s))
+        sig = (s[f"{m}_p_value"] < 0.05).to_numpy()
+        ax.vlines(x, s[f"{m}_ci_low_pp"], s[f"{m}_ci_high_pp"], color="#c8d6e5", lw=0.8)
+        ax.plot(x[sig], s[f"{m}_estimate_pp"][sig], "o", color=PALETTE[0], ms=2.5,
+                label="p < .05")
+        ax.plot(x[~sig], s[f"{m}_estimate_pp"][~sig], "o", mfc="white", color=PALETTE[0],
+                ms=2.5, label="p >= .05")
+        ax.axhline(0, color="#888888", lw=0.8)
+        share = float(np.mean(sig & (s[f"{m}_estimate_pp"] > 0).to_numpy()))
+        ax.set_title(f"{labels.get(m, m)}: positive and significant in {100 * share:.0f}% "
+                     "of specifications", fontsize=9, loc="left")
+        ax.set_ylabel("AME (pp)")
+        ax.legend(fontsize=7, frameon=False, loc="upper left")
+    axes[-1, 0].set_xlabel("Specifications, sorted by estimate")
+    alt = ("Specification curve: for each support model shown, the average marginal effect "
+           "against Tech Support Only in every one of the analyst's defensible specifications, "
+           "sorted, with 95% confidence intervals, marking the significant ones.")
+    return _finish(fig, out_base, alt, synthetic=synthetic, stamp=stamp, top=0.9)
+
+
+def power_curve_figure(curve: pd.DataFrame, out_base: Path, *, current: int,
+                       labels: dict[str, str], synthetic: bool, stamp: str):
+    """Minimum detectable effect (pp) against the number of districts, one line per model;
+    ``curve``: ``support_model, n_districts, mdes_pp``."""
+    fig, axes = _figure("Planning the next survey: how many districts?",
+                        "Minimum detectable effect vs Tech Support Only (80% power, alpha .05), "
+                        "this study's ICC and teachers per district",
+                        size=(7.5, 4.2))
+    ax = axes[0, 0]
+    for k, (m, part) in enumerate(curve.groupby("support_model", sort=False)):
+        ax.plot(part["n_districts"], part["mdes_pp"], color=PALETTE[k % len(PALETTE)],
+                label=labels.get(m, m), lw=1.6)
+    ax.axvline(current, color="#888888", lw=0.8, ls="--")
+    ax.text(current, ax.get_ylim()[1] * 0.95, f" this study: {current} districts", fontsize=7.5,
+            va="top")
+    ax.set_xlabel("Responding districts (all models together)")
+    ax.set_ylabel("Minimum detectable AME (percentage points)")
+    ax.grid(color="#eeeeee", lw=0.6)
+    ax.legend(fontsize=7.5, frameon=False)
+    alt = ("Line chart of the minimum detectable average marginal effect, in percentage "
+           "points, against the number of responding districts, for each support model "
+           f"compared with Tech Support Only; the current study has {current} districts.")
+    return _finish(fig, out_base, alt, synthetic=synthetic, stamp=stamp)

@@ -532,6 +532,17 @@ def write_figures(results: dict, cells: pd.DataFrame, samr: pd.DataFrame, flow: 
     if len(mod):
         written += figures.moderation_figure(mod, fig_dir / "moderation", titles=titles,
                                              synthetic=synthetic, stamp=st)
+    labels = {c: _label(c) for c in cb.support_model_codes()}
+    rob = results.get("robustness", {}).get("multiverse", {}).get("specifications")
+    if rob:
+        written += figures.specification_curve_figure(
+            pd.DataFrame(rob), fig_dir / "specification_curve", models=["coaching", "director"],
+            labels=labels, synthetic=synthetic, stamp=st)
+    if results.get("power", {}).get("parameters"):
+        written += figures.power_curve_figure(
+            power_curve(results["power"]["parameters"]), fig_dir / "power_curve",
+            current=int(results["power"]["parameters"]["n_districts"]), labels=labels,
+            synthetic=synthetic, stamp=st)
     ce = pd.DataFrame([{"label": _label(r["support_model"]), "estimate": r["estimate"],
                         "ci_low": r["ci_low"], "ci_high": r["ci_high"]}
                        for r in results["cost_effectiveness"]])
@@ -544,6 +555,19 @@ def write_figures(results: dict, cells: pd.DataFrame, samr: pd.DataFrame, flow: 
             "support spending for each support model against Tech Support Only, with 95% CIs.",
         synthetic=synthetic, stamp=st)
     return written
+
+
+def power_curve(p: dict, grid=range(60, 1001, 20)) -> pd.DataFrame:
+    """Analytic MDES (pp) of each model's comparison over numbers of districts, with the
+    design parameters stored in results.json."""
+    from analysis.stats.power import allocation_table
+
+    kw = dict(allocation=p["allocation"], reference=p["reference"],
+              cluster_size=p["cluster_size"], icc=p["icc"], r2_cluster=p["r2_cluster"],
+              r2_individual=p["r2_individual"], covariates=p["district_covariates"],
+              strata=p["strata"], base_rate=p["base_rate"])
+    parts = [allocation_table(n_districts=n, **kw).assign(n_districts=n) for n in grid]
+    return pd.concat(parts, ignore_index=True)[["support_model", "n_districts", "mdes_pp"]]
 
 
 def _pct(v):

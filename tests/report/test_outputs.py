@@ -13,7 +13,7 @@ TABLES = ["ame_m1", "hypotheses", "pairwise_contrasts", "m1_coefficients", "samr
           "reliability", "ame_all_models", "icc",
           "cost_effectiveness", "moderation", "cleaning_flow"]
 FIGURES = ["adjusted_rates_by_model", "cleaning_flow", "samr_by_model", "pairwise_contrasts",
-           "moderation", "cost_effectiveness"]
+           "moderation", "cost_effectiveness", "specification_curve", "power_curve"]
 
 
 def test_every_table_in_three_formats(reports_dir):
