@@ -210,14 +210,25 @@ def parse_numbers(text: pd.Series) -> pd.Series:
     --------
     >>> parse_numbers(pd.Series([" 12 ", "1e3", "twelve", "", ".5"])).tolist()
     [12.0, 1000.0, nan, nan, 0.5]
+    >>> parse_numbers(pd.Series(["3", "", "inf", "nan", "1e400"])).tolist()
+    [3.0, nan, nan, nan, nan]
     """
     import pyarrow as pa
     import pyarrow.compute as pc
 
     arr = pc.utf8_trim_whitespace(pa.array(text.astype("str"), type=pa.large_string()))
-    ok = pc.match_substring_regex(arr, _NUMBER)
-    values = pc.cast(pc.if_else(ok, arr, pa.scalar(None, pa.large_string())), pa.float64())
-    return pd.Series(values.to_numpy(zero_copy_only=False), index=text.index, dtype=float)
+    null = pa.scalar(None, pa.large_string())
+    try:                                      # a column of numbers (and blanks) only
+        values = pc.cast(pc.if_else(pc.equal(arr, ""), null, arr), pa.float64())
+        finite = pc.is_finite(values)
+        if not pc.all(pc.or_kleene(finite, pc.is_null(values))).as_py():
+            raise pa.ArrowInvalid("inf or nan written as a number")
+    except pa.ArrowInvalid:                   # some cells are not numbers: match each cell
+        ok = pc.match_substring_regex(arr, _NUMBER)
+        values = pc.cast(pc.if_else(ok, arr, null), pa.float64())
+    out = values.to_numpy(zero_copy_only=False).astype(float)
+    out[~np.isfinite(out)] = np.nan                       # 1e400 is no answer either
+    return pd.Series(out, index=text.index)
 
 
 def factorize(values: pd.Series, *, sort: bool = False):
@@ -231,6 +242,22 @@ def factorize(values: pd.Series, *, sort: bool = False):
     """
     codes, uniques = pd.factorize(values, sort=sort, use_na_sentinel=True)
     return codes, uniques
+
+
+def take_text(values: list[str], codes: np.ndarray, *, index=None) -> pd.Series:
+    """A text column ``values[codes]`` built by Arrow (code -1 takes the last value).
+
+    Examples
+    --------
+    >>> take_text(["a", "b", ""], np.array([1, 0, -1])).tolist()
+    ['b', 'a', '']
+    """
+    import pyarrow as pa
+
+    codes = np.where(codes < 0, len(values) - 1, codes)
+    taken = pa.array(values, type=pa.large_string()).take(pa.array(codes))
+    dtype = pd.StringDtype("pyarrow", na_value=np.nan)
+    return pd.Series(dtype.__from_arrow__(taken), index=index)
 
 
 def map_unique(values: pd.Series, func) -> pd.Series:
@@ -411,8 +438,7 @@ class Cleaner:
         clean = raw.str.replace(r"\.0+$", "", regex=True).str.lstrip("'")
         short = clean.str.fullmatch(r"\d+") & (clean.str.len() < digits)
         fixed = clean.where(~short, clean.str.zfill(digits))
-        fixed_u = np.append(fixed.to_numpy(dtype=object), "")
-        padded = pd.Series(fixed_u[codes], index=df.index, dtype="str")
+        padded = take_text(list(fixed) + [""], codes, index=df.index)
         changed_u = np.append((fixed != pd.Series(uniques, dtype="str")).to_numpy(), False)
         self._log(df, changed_u[codes], src, column, df[column], padded,
                   "restore_leading_zeros")
@@ -734,17 +760,15 @@ def apply_quality_rules(t: pd.DataFrame, cleaner: Cleaner, *, file: str,
     out("failed_attention_check", (check.notna() & (check != passed))
         | (check.isna() & ~partial))
 
-    alive = t.loc[flow.alive, [ROW_COLUMN, "recorded_date", "district_id", "school_id",
-                               "_email_key", "_ip_key"]]
-    dup = _duplicates(alive, rules["duplicate_window_minutes"])
-    out("duplicate_response", dup.reindex(t.index, fill_value=False))
+    out("duplicate_response", _duplicates(t, rules["duplicate_window_minutes"],
+                                          rows=np.flatnonzero(flow.alive)))
 
     out("unknown_district_id", ~t["district_id"].isin(frame_districts["district_id"]))
     out("district_did_not_answer", ~t["district_id"].isin(districts["district_id"]))
     out("unknown_school_id", ~t["school_id"].isin(frame_schools["school_id"]))
     # the rows kept, in the order of the processed table (one take for filter and sort)
     alive = np.flatnonzero(flow.alive)
-    rows = alive[sort_order(t.iloc[alive], ["district_id", "school_id", "response_id"])]
+    rows = alive[sort_order(t, ["district_id", "school_id", "response_id"], rows=alive)]
     kept = t.drop(columns=["_email_key", "_ip_key"]).take(rows).reset_index(drop=True)
     kept.insert(len(kept.columns), "partial", partial.to_numpy()[rows])
     return kept, flow.frame()
@@ -770,35 +794,41 @@ def _complete(t: pd.DataFrame, cleaner: Cleaner, file: str) -> pd.Series:
     return complete.fillna(False).astype(bool)
 
 
-def _duplicates(t: pd.DataFrame, window_minutes: float) -> pd.Series:
+def _duplicates(t: pd.DataFrame, window_minutes: float, *, rows=None) -> pd.Series:
     """Earlier submissions of the same person: same e-mail, or same district, school
     and IP within the window. The last one (by recorded date, then row) is kept.
 
-    Vectorised: the keys are factorised to integers and the rows sorted once.
+    Only the rows at positions ``rows`` (all by default) take part. Vectorised: the
+    keys are factorised to integers once and the rows sorted with ``numpy.lexsort``.
     """
-    n = len(t)
+    rows = np.arange(len(t)) if rows is None else np.asarray(rows)
+    n = len(rows)
+    missing = np.iinfo(np.int64).min
     when = t["recorded_date"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
-    when = np.where(t["recorded_date"].isna().to_numpy(), np.iinfo(np.int64).min, when)
-    email = factorize(t["_email_key"].astype("str"))[0]
-    email = np.where((t["_email_key"] == "").to_numpy(), -1, email)
-    place = [factorize(t[k].astype("str"))[0] for k in ("district_id", "school_id", "_ip_key")]
-    order = np.lexsort((t[ROW_COLUMN].to_numpy(), when))        # by date, then row
+    when = np.where(t["recorded_date"].isna().to_numpy(), missing, when)[rows]
+    source_row = t[ROW_COLUMN].to_numpy()[rows]
+    email = np.where((t["_email_key"] == "").to_numpy(), -1,
+                     factorize(t["_email_key"].astype("str"))[0])[rows]
+    place = np.zeros(n, dtype=np.int64)                 # district, school and IP in one code
+    for key in ("district_id", "school_id", "_ip_key"):
+        codes, uniques = factorize(t[key].astype("str"))
+        place = pd.factorize(place * (len(uniques) + 1) + codes[rows] + 1)[0]  # stays < n
+    has_ip = (t["_ip_key"] != "").to_numpy()[rows]
     dup = np.zeros(n, dtype=bool)
     # same e-mail: every submission but the last
+    order = np.lexsort((source_row, when))                  # by date, then row
     by_email = order[email[order] >= 0]
     later = pd.Series(email[by_email]).duplicated(keep="last").to_numpy()
     dup[by_email[later]] = True
     # same district, school and IP: a submission followed by another within the window
-    grouped = np.lexsort((t[ROW_COLUMN].to_numpy(), when, *reversed(place)))
-    same = np.ones(n - 1, dtype=bool) if n > 1 else np.zeros(0, dtype=bool)
-    for codes in place:
-        same &= codes[grouped[1:]] == codes[grouped[:-1]]
-    gap = when[grouped[1:]] - when[grouped[:-1]]
+    grouped = np.lexsort((source_row, when, place))
+    first, second = grouped[:-1], grouped[1:]
     window = int(pd.Timedelta(minutes=window_minutes).value)
-    has_ip = (t["_ip_key"] != "").to_numpy()[grouped[:-1]]
-    valid = (when[grouped[:-1]] != np.iinfo(np.int64).min)
-    dup[grouped[:-1][same & (gap <= window) & has_ip & valid]] = True
-    return pd.Series(dup, index=t.index)
+    soon = (place[first] == place[second]) & (when[second] - when[first] <= window)
+    dup[first[soon & has_ip[first] & (when[first] != missing)]] = True
+    out = np.zeros(len(t), dtype=bool)
+    out[rows] = dup
+    return pd.Series(out, index=t.index)
 
 
 # ---------------------------------------------------------------------------
@@ -941,8 +971,9 @@ def sort_rows(data: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     return data.take(sort_order(data, by)).reset_index(drop=True)
 
 
-def sort_order(data: pd.DataFrame, by: list[str]) -> np.ndarray:
-    """Positions that sort ``data`` by the text columns ``by`` (stable).
+def sort_order(data: pd.DataFrame, by: list[str], *, rows=None) -> np.ndarray:
+    """Positions that sort ``data`` (or its rows at positions ``rows``) by the text
+    columns ``by`` (stable); positions into ``rows`` when given.
 
     Examples
     --------
@@ -952,15 +983,17 @@ def sort_order(data: pd.DataFrame, by: list[str]) -> np.ndarray:
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    rows = np.arange(len(data)) if rows is None else np.asarray(rows)
     codes = []
     for k in reversed(by):
         values = data[k].astype("str")
-        if values.nunique() > len(values) // 2:          # mostly distinct: Arrow's sort
+        head = values.iloc[:1000]
+        if head.nunique() > len(head) // 2:              # mostly distinct: Arrow's sort
             rank = pc.rank(pa.array(values), sort_keys="ascending", tiebreaker="dense")
-            codes.append(rank.to_numpy().astype(np.int64))
+            codes.append(rank.to_numpy().astype(np.int64)[rows])
         else:
-            codes.append(factorize(values, sort=True)[0])
-    return np.lexsort(codes) if codes else np.arange(len(data))
+            codes.append(factorize(values, sort=True)[0][rows])
+    return np.lexsort(codes) if codes else np.arange(len(rows))
 
 
 def _categoricals(df: pd.DataFrame, cb: Codebook) -> pd.DataFrame:

@@ -369,8 +369,10 @@ def read_text_table(path: Path, cb: Codebook | None = None) -> TextTable:
             details["encoding"] = encoding
             bad.clear()
             table = parse(encoding)
-    except pa.ArrowInvalid as err:
-        raise InputError(path, f"is not a readable CSV file ({str(err).splitlines()[0]})",
+    except pa.ArrowInvalid:
+        # the parser's own message may quote a row (personal data): not shown
+        raise InputError(path, "is not a readable CSV file (the CSV parser stopped, for "
+                         "example at a quote that is never closed)",
                          hint="export the file again as CSV") from None
     if bad:
         data = path.read_bytes()
