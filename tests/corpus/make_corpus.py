@@ -293,6 +293,18 @@ def spss_bytes(t: pd.DataFrame, path: Path, *, stata=False) -> None:
         value_labels[t2] = {99.0: "Not applicable"}
         pyreadstat.write_sav(df, str(path), column_labels=labels,
                              variable_value_labels=value_labels, missing_ranges={t2: [99.0]})
+    _fixed_timestamp(path)
+
+
+def _fixed_timestamp(path: Path) -> None:
+    """Replace the creation time pyreadstat writes into the file, for byte identity."""
+    data = bytearray(path.read_bytes())
+    if data.startswith(b"$FL2"):                  # SPSS header: date and time of creation
+        data[84:101] = b"01 Jan 2600:00:00"
+    else:                                         # Stata 118: <timestamp> with its length
+        start = data.index(b"<timestamp>") + len(b"<timestamp>") + 1
+        data[start:start + 17] = b"01 Jan 2026 00:00"
+    path.write_bytes(bytes(data))
 
 
 # ---------------------------------------------------------------------------
@@ -547,7 +559,7 @@ def make_cases(t, d, fd, fs):
     spss_path.unlink()
     case("legacy_forced_as_qualtrics.csv", T, qualtrics_bytes(t, header_rows=2),
          fmt="qualtrics", outcome="error", expect="three header rows|ImportId",
-         wrong="a legacy two-row export forced with --format qualtrics")
+         wrong="a legacy two-row export forced with --teacher-format qualtrics")
     case("district_text_named_xlsx.xlsx", D, b"District NCES ID,D1\n0412345,x\n",
          outcome="error", expect="not an Excel workbook",
          wrong="a CSV file renamed .xlsx")
@@ -614,7 +626,7 @@ def write_readme(cases: pd.DataFrame) -> None:
                            for w in r.expect.split("|") if w)
         option = f"`--{r.role.split('_')[0]}-format {r.format}`" if r.format else "auto"
         lines.append(f"| {k} | `{r.file}` | `{r.installs_as}` | {option} | "
-                     f"{r.what_is_wrong} | {r.outcome} | {words} | "
+                     f"{r.what_is_wrong.replace('|', chr(92) + '|')} | {r.outcome} | {words} | "
                      f"{'yes' if r.same_as_base else ''} |")
     lines.append("")
     (HERE / "README.md").write_text("\n".join(lines))
