@@ -73,7 +73,9 @@ def _power(args) -> None:
     import pandas as pd
 
     from analysis.stats import power
+    from analysis.study.codebook import load_codebook
 
+    codebook = load_codebook()
     teachers_file = Path(args.processed) / config.TEACHERS_FILE
     if teachers_file.exists():
         params = power.design_parameters(pd.read_parquet(teachers_file))
@@ -83,10 +85,8 @@ def _power(args) -> None:
     else:
         params = {"icc": args.icc, "cluster_size": args.teachers_per_district, "r2_cluster": 0.0,
                   "r2_individual": 0.0, "district_covariates": 5, "strata": 12,
-                  "base_rate": 0.5, "reference": "tech_support_only", "n_districts": None,
-                  "allocation": {m: 1 / 6 for m in ("pay_and_pray", "tech_support_only",
-                                                    "vanguard", "consultant", "director",
-                                                    "coaching")}}
+                  "base_rate": 0.5, "reference": codebook.reference_model, "n_districts": None,
+                  "allocation": {m: 1 / 6 for m in codebook.support_model_codes()}}
     for key, value in (("icc", args.icc), ("cluster_size", args.teachers_per_district),
                        ("r2_cluster", args.r2_district), ("r2_individual", args.r2_teacher),
                        ("base_rate", args.base_rate), ("n_districts", args.districts)):

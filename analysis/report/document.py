@@ -222,7 +222,7 @@ def write_html(results: dict, reports_dir: Path) -> Path:
             f"{_short(m)}: positive in {100 * mv[m]['share_positive']:.0f}% and positive and "
             f"significant in {100 * mv[m]['share_positive_significant']:.0f}% of "
             f"{mv.get('n_specifications', '')} specifications"
-            for m in ("coaching", "director") if isinstance(mv.get(m), dict))
+            for m in load_codebook().focus_models if isinstance(mv.get(m), dict))
         parts += ["<h2>Robustness</h2>",
                   f"<p>{html.escape(text)}. Multiple imputation, E-values, propensity "
                   "weighting and leave-one-out estimates are in <code>results.json</code> "

@@ -401,13 +401,13 @@ def write_tables(results: dict, cells: pd.DataFrame, samr: pd.DataFrame, flow: p
         coef, name="m1_coefficients", out_dir=out_dir,
         title="M1: design-based logistic regression of non-substitutive use",
         notes=[note, results["models"]["M1"]["formula"]], digits=3)
-    s = samr.assign(share=100 * samr["estimate"], low=100 * samr["ci_low"],
-                    high=100 * samr["ci_high"])
-    s = tables.suppress(s, value_columns=["share", "low", "high"], n_teachers="n_teachers",
+    s = samr.assign(share=100 * samr["estimate"], lo=100 * samr["ci_low"],
+                    hi=100 * samr["ci_high"])
+    s = tables.suppress(s, value_columns=["share", "lo", "hi"], n_teachers="n_teachers",
                         n_districts="model_districts", cv="cv")
     samr_table = pd.DataFrame({
         "Support model": s["label"], "SAMR level": s["level"], "Share (%)": s["share"],
-        "95% CI": [tables.apa_ci(lo, hi) for lo, hi in zip(s["low"], s["high"], strict=True)],
+        "95% CI": [tables.apa_ci(lo, hi) for lo, hi in zip(s["lo"], s["hi"], strict=True)],
         "Teachers": s["n_teachers"], "Note": s["note"]})
     written += tables.publish_table(
         samr_table, name="samr_distribution", out_dir=out_dir,
@@ -536,7 +536,7 @@ def write_figures(results: dict, cells: pd.DataFrame, samr: pd.DataFrame, flow: 
     rob = results.get("robustness", {}).get("multiverse", {}).get("specifications")
     if rob:
         written += figures.specification_curve_figure(
-            pd.DataFrame(rob), fig_dir / "specification_curve", models=["coaching", "director"],
+            pd.DataFrame(rob), fig_dir / "specification_curve", models=cb.focus_models,
             labels=labels, synthetic=synthetic, stamp=st)
     if results.get("power", {}).get("parameters"):
         written += figures.power_curve_figure(

@@ -288,7 +288,7 @@ def design_parameters(teachers: pd.DataFrame, *, outcome: str = "non_substitutiv
     Xd = np.column_stack([np.ones(len(first)), first["frl_pct"], np.log(first["enrollment"]),
                           first["tech_spend_pp"] / 100, first["students_per_device"]]
                          + [(first["locale"].astype(object) == lv).to_numpy(float)
-                            for lv in ("city", "town", "rural")])
+                            for lv in load_codebook().scale_values("locale")[1:]])
     resid = means - Xd @ np.linalg.lstsq(Xd, means, rcond=None)[0]
     noise = msw * np.mean(1 / n_j)
     tau = np.var(means, ddof=1) - noise

@@ -957,7 +957,7 @@ def _flag_masks(data: pd.DataFrame) -> dict[str, np.ndarray]:
 
 def multiverse(teachers: pd.DataFrame, *, outcomes=None, covariates=None,
                variance=MULTIVERSE_VARIANCE, weights=MULTIVERSE_WEIGHTS,
-               flagged=MULTIVERSE_FLAGGED, levels=("coaching", "director"),
+               flagged=MULTIVERSE_FLAGGED, levels=None,
                alpha: float = 0.05, progress: bool = False) -> pd.DataFrame:
     """Specification curve: the AMEs of ``levels`` under every combination of choices.
 
@@ -989,6 +989,7 @@ def multiverse(teachers: pd.DataFrame, *, outcomes=None, covariates=None,
         scale), ``n`` and ``positive_significant_<level>``; ``attrs["runtime_s"]``
         holds the wall time.
     """
+    levels = list(levels or load_codebook().focus_models)
     start = time.perf_counter()
     outcomes = list(outcomes or MULTIVERSE_OUTCOMES)
     covariates = list(covariates or MULTIVERSE_COVARIATES)
@@ -1056,7 +1057,7 @@ def _mask(rows: np.ndarray, n: int) -> np.ndarray:
     return m
 
 
-def specification_curve(curve: pd.DataFrame, *, level: str = "coaching") -> pd.DataFrame:
+def specification_curve(curve: pd.DataFrame, *, level: str | None = None) -> pd.DataFrame:
     """The data of a specification-curve figure for one model: specifications ranked by
     the AME (percentage points), with their CI, significance and choices (the
     indicator panel below the curve).
@@ -1069,6 +1070,7 @@ def specification_curve(curve: pd.DataFrame, *, level: str = "coaching") -> pd.D
     >>> specification_curve(curve)[["rank", "outcome", "estimate_pp"]].values.tolist()
     [[1, 'b', 10.0], [2, 'a', 20.0]]
     """
+    level = level or load_codebook().focus_models[0]
     choices = [c for c in ("outcome", "covariates", "variance", "weights", "flagged")
                if c in curve]
     out = curve[choices].copy()
@@ -1083,7 +1085,7 @@ def specification_curve(curve: pd.DataFrame, *, level: str = "coaching") -> pd.D
     return out
 
 
-def multiverse_summary(curve: pd.DataFrame, *, levels=("coaching", "director")) -> dict:
+def multiverse_summary(curve: pd.DataFrame, *, levels=None) -> dict:
     """Share of specifications with a positive AME, and with a positive and significant one.
 
     Examples
@@ -1093,6 +1095,7 @@ def multiverse_summary(curve: pd.DataFrame, *, levels=("coaching", "director")) 
     >>> multiverse_summary(curve, levels=["coaching"])["coaching"]["share_positive"]
     0.5
     """
+    levels = list(levels or load_codebook().focus_models)
     out = {"n_specifications": int(len(curve))}
     for lv in levels:
         est = curve[f"{lv}_estimate"]

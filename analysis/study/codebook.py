@@ -102,6 +102,11 @@ class Codebook:
         return self.raw["support_models"]["reference"]
 
     @property
+    def focus_models(self) -> list[str]:
+        """The models the essay singles out (coaching, director)."""
+        return list(self.raw["support_models"]["focus"])
+
+    @property
     def other_model_label(self) -> str:
         return self.raw["support_models"]["other_label"]
 
