@@ -210,7 +210,10 @@ def test_propensity_weights_and_balance(m1_data):
     assert data["combined_weight"].sum() == pytest.approx(data["weight"].sum())
     res = rb.propensity_weighted_ames(m1_data)
     bal = res.balance
-    assert bal["smd_after"].abs().mean() < 0.6 * bal["smd_before"].abs().mean()
+    # generalised overlap weights improve balance but, unlike the two-group case, do not
+    # balance the means exactly
+    assert bal["smd_after"].abs().mean() < 0.85 * bal["smd_before"].abs().mean()
+    assert bal["smd_after"].abs().max() < bal["smd_before"].abs().max()
     assert set(res.ame["support_model"]) == {"pay_and_pray", "vanguard", "consultant",
                                              "director", "coaching"}
     assert (res.ame["ci_low"] < res.ame["estimate"]).all()
