@@ -773,7 +773,8 @@ def multinomial_logit(X: np.ndarray, z: np.ndarray, *, weights=None, n_levels: i
         grad = (X.T @ (w[:, None] * (Y - P))).T.ravel()               # level-major
         inner = w[:, None, None] * (P[:, :, None] * (np.eye(k - 1)[None] - P[:, None, :]))
         H = np.einsum("ni,njk,nl->jikl", X, inner, X).reshape((k - 1) * q, (k - 1) * q)
-        step = np.linalg.solve(H, grad).reshape(k - 1, q).T
+        # least squares: a level with (almost) no districts makes H singular (small cells)
+        step = np.linalg.lstsq(H, grad, rcond=None)[0].reshape(k - 1, q).T
         B += step
         if np.max(np.abs(step)) < tol:
             break
