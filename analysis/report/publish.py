@@ -289,6 +289,18 @@ def suppress_results(results: dict, levels: set[str]) -> dict:
     if any(lv in levels for lv in load_codebook().support_model_codes()):
         results["grade_trend"] = blank(results["grade_trend"], num + (
             "spearman_rho", "spearman_ci_low", "spearman_ci_high"))
+    def walk(node):
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        if isinstance(node, dict):
+            if node.get("support_model") in levels:
+                return {k: (None if isinstance(v, int | float) and not isinstance(v, bool)
+                            else v) for k, v in node.items()} | note
+            return {k: walk(v) for k, v in node.items()}
+        return node
+
+    if "robustness" in results:
+        results["robustness"] = walk(results["robustness"])
     results["suppressed_support_models"] = sorted(levels)
     return results
 
