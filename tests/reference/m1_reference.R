@@ -33,8 +33,7 @@ write.csv(out, file.path(here, "m1_reference.csv"), row.names = FALSE)
 
 # Average marginal effects (g-computation) with the unconditional design-based
 # delta method: influence = w (p_m - rate_m) / W + (beta influence) %*% gradient.
-cc <- !is.na(teachers$non_substitutive) & !is.na(teachers$support_model) &
-  !is.na(teachers$years_teaching) & !is.na(teachers$grade_band) & !is.na(teachers$subject)
+cc <- complete.cases(teachers[, all.vars(f)])   # the rows svyglm used (every model variable)
 w <- weights(design)
 infl_beta <- matrix(0, nrow(teachers), length(coef(fit)))
 X <- model.matrix(fit)
