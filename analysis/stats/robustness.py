@@ -237,7 +237,7 @@ class LogitProblem:
             special.expit(resid, out=resid)
             np.subtract(y[:, None], resid, out=resid)
             resid *= Wa
-            step = np.linalg.solve(H[active], (X.T @ resid).T[:, :, None])[:, :, 0].T
+            step = _solve_steps(H[active], (X.T @ resid).T)
             B[:, active] = Ba + step
             active = active[np.max(np.abs(step), axis=0) >= tol]
             if not len(active):
@@ -259,6 +259,20 @@ class LogitProblem:
         reps = est[:, others] - est[:, [r]]
         self.extra["replicate_coef"] = B
         return replicate_design.replicate_variance(full[others] - full[r], reps)
+
+
+def _solve_steps(H: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Newton steps ``H[r]^-1 g[r]`` for every replicate (columns of the result).
+
+    A replicate that leaves out every row with some level (a small cell) has a singular
+    Hessian: its step is the minimum-norm least-squares solution, so the coefficient it
+    cannot identify keeps the full-sample value and adds no replicate variance.
+    """
+    try:
+        return np.linalg.solve(H, g[:, :, None])[:, :, 0].T
+    except np.linalg.LinAlgError:
+        return np.stack([np.linalg.lstsq(h, v, rcond=None)[0] for h, v in zip(H, g, strict=True)],
+                        axis=1)
 
 
 def _tidy(labels, est, se, df, level, n) -> pd.DataFrame:

@@ -282,3 +282,20 @@ def test_trim_weights_keeps_the_total_and_caps():
     t = rb.trim_weights(w, quantile=0.95)
     assert t.sum() == pytest.approx(w.sum())
     assert t.max() <= np.quantile(w, 0.95) * (1 + 1e-9)
+
+
+def test_replicate_newton_steps_survive_a_singular_replicate():
+    """A replicate that drops every row of a small cell has a singular Hessian: its step
+    is the minimum-norm solution (the unidentified coefficient does not move)."""
+    from analysis.stats.robustness import _solve_steps
+
+    rng = np.random.default_rng(3)
+    A = rng.normal(size=(3, 3))
+    good = A @ A.T + np.eye(3)
+    singular = good.copy()
+    singular[2, :] = singular[:, 2] = 0.0
+    g = rng.normal(size=(2, 3))
+    steps = _solve_steps(np.stack([good, singular]), g)
+    assert np.allclose(steps[:, 0], np.linalg.solve(good, g[0]))
+    assert np.isfinite(steps).all() and steps[2, 1] == 0.0
+    assert np.allclose(singular[:2, :2] @ steps[:2, 1], g[1, :2])
