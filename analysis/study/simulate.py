@@ -586,7 +586,25 @@ def _population_truth(p, eta, district, terms, model_index, codes, cb: Codebook,
         "ame_pp_transformative": pp(rates[1]),
         "naive_difference_pp": pp(observed),
         "log_odds_effects": {c: float(p["outcome"]["model_effects"][c]) for c in codes},
+        "planted_moderators": _planted_moderators(p),
+        "support_spend_pp": {c: float(p["district"]["support_spend_pp"][c]) for c in codes},
     }
+
+
+def _planted_moderators(p) -> dict[str, dict[str, Any]]:
+    """Each planted moderator's effect (log-odds; 0 when switched off) and the models it acts on.
+
+    The vision moderator (H6) multiplies every model's effect, so its models are all of them
+    and its ``effect`` is the multiplier.
+    """
+    out = {}
+    for name, spec in p["outcome"]["moderators"].items():
+        size = spec.get("effect", spec.get("multiplier", 0.0))
+        models = spec.get("models", sorted(p["outcome"]["model_effects"]))
+        out[name] = {"effect": float(size) if spec["on"] else 0.0,
+                     "kind": "multiplier" if "multiplier" in spec else "additive",
+                     "models": list(models)}
+    return out
 
 
 # ---------------------------------------------------------------------------

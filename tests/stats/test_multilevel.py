@@ -70,9 +70,10 @@ def weighted(study):
 def test_reference_optimum_is_tight(lme4):
     """lme4's stored optimum (glmer, then Newton steps on lme4's deviance) has a deviance
     gradient below 1e-4, i.e. parameters within about SE^2 * 1e-4 / 2 < 1e-5 of the
-    maximum: far inside the tolerances below. glmer alone stops at gradients of 0.01-0.1."""
+    maximum: far inside the tolerances below. glmer alone stops at gradients of 0.01-0.1
+    (further when an SD is on the boundary), so polishing can only raise its log-likelihood."""
     assert lme4.loc["max_abs_gradient", "estimate"] < 1e-4
-    assert abs(lme4.loc["glmer_logLik", "estimate"] - lme4.loc["logLik", "estimate"]) < 1e-4
+    assert lme4.loc["logLik", "estimate"] >= lme4.loc["glmer_logLik", "estimate"] - 1e-8
 
 
 def test_fixed_effects_sds_and_loglik_match_lme4(unweighted, lme4):
@@ -390,7 +391,12 @@ def test_tidy_columns_and_sd_rows(weighted):
     assert list(tidy.columns) == ["term", "estimate", "std_error", "statistic", "p_value",
                                   "ci_low", "ci_high", "n"]
     sds = tidy.set_index("term").loc[weighted.sd_terms]
-    assert (sds["ci_low"] < sds["estimate"]).all() and (sds["estimate"] < sds["ci_high"]).all()
+    inside = sds["estimate"] > 1e-6
+    assert inside.any()
+    assert (sds.loc[inside, "ci_low"] < sds.loc[inside, "estimate"]).all()
+    assert (sds.loc[inside, "estimate"] < sds.loc[inside, "ci_high"]).all()
+    # an SD on the boundary (zero) has no Wald interval on the log scale
+    assert sds.loc[~inside, ["std_error", "ci_low", "ci_high"]].isna().all().all()
     assert sds["n"].tolist() == [weighted.n_districts, weighted.n_schools]
     assert "pseudo-likelihood" in weighted.summary()
 
