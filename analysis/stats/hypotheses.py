@@ -17,6 +17,7 @@ Examples
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -335,3 +336,84 @@ def evaluate_hypotheses(teachers: pd.DataFrame, *, spec: dict | None = None,
                                               spending="support_spend_pp", per=100,
                                               reference=ref),
         pairwise=m1.pairwise("support_model"), summary=summary)
+
+
+# ---------------------------------------------------------------------------
+# Checking verdicts against a simulated study's planted truth
+# ---------------------------------------------------------------------------
+_TERM = re.compile(r'support_model\s*==\s*"(?P<model>\w+)"\)\s*\*\s*(?P<moderator>\w+)')
+
+
+def planted_direction(h: dict, truth: dict, spec: dict) -> str:
+    """The direction ("positive", "negative" or "none") a simulator planted for one part.
+
+    ``truth`` is the simulator's ``truth.json``: population AMEs (``ame_pp``), per-pupil
+    support spending by model and the planted moderators. Moderation coefficients get the
+    sign of the planted moderator effect on the named model (the vision multiplier times
+    the model's planted log-odds effect); AME-based estimands get the sign of the
+    population AME, trend or cost ratio.
+
+    Examples
+    --------
+    >>> truth = {"ame_pp": {"coaching": 9.0, "director": 6.0}, "reference_model": "r"}
+    >>> h = {"estimand": {"type": "ame_difference", "level": "coaching", "versus": "director"}}
+    >>> planted_direction(h, truth, {})
+    'positive'
+    """
+    e = h["estimand"]
+    ame = dict(truth["ame_pp"], **{truth["reference_model"]: 0.0})
+    kind = e["type"]
+    if kind == "ame":
+        value = ame[e["level"]]
+    elif kind == "ame_difference":
+        value = ame[e["level"]] - ame[e["versus"]]
+    elif kind == "trend":
+        models = load_codebook().support_models()
+        rank = np.array([m["grade_rank"] for m in models], dtype=float)
+        value = float(np.polyfit(rank, [ame[m["code"]] for m in models], 1)[0])
+    elif kind == "cost_effectiveness":
+        spend = truth["support_spend_pp"]
+        value = ame[e["level"]] * np.sign(spend[e["level"]] - spend[truth["reference_model"]])
+    elif kind == "coefficient":
+        value = 0.0
+        planted = truth["planted_moderators"]
+        for term, weight in e["terms"].items():
+            m = _TERM.search(term)
+            if m is None:
+                raise ValueError(f"{h.get('id')}: cannot read the model and moderator of {term!r}")
+            column = spec["moderators"][m["moderator"]]["column"]
+            p = planted.get(column, {"effect": 0.0, "models": []})
+            if m["model"] not in p["models"]:
+                continue
+            size = p["effect"]
+            if p.get("kind") == "multiplier":
+                size *= truth["log_odds_effects"][m["model"]]
+            value += weight * size
+    else:
+        raise ValueError(f"{h.get('id')}: no planted truth for estimand type {kind!r}")
+    return "positive" if value > 0 else "negative" if value < 0 else "none"
+
+
+def truth_agreement(table: pd.DataFrame, truth: dict, spec: dict | None = None) -> pd.DataFrame:
+    """Compare each part's verdict with the direction the simulator planted.
+
+    A verdict agrees when a part planted in the hypothesised direction is "supported",
+    and a part planted as no effect (or the opposite effect) is not "supported".
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``id, verdict, planted, expected, agrees`` (``expected`` is "supported" or
+        "not supported or inconclusive").
+    """
+    spec = spec or load_hypotheses()
+    rows = []
+    verdicts = dict(zip(table["id"], table["verdict"], strict=True))
+    for h in spec["hypotheses"]:
+        planted = planted_direction(h, truth, spec)
+        true = planted == h["direction"]
+        v = verdicts[h["id"]]
+        rows.append({"id": h["id"], "verdict": v, "planted": planted,
+                     "expected": "supported" if true else "not supported or inconclusive",
+                     "agrees": (v == "supported") == true})
+    return pd.DataFrame(rows)
