@@ -53,11 +53,15 @@ ALPHA = 0.05
 
 def replication(scenario: str, seed: int, n_districts: int | None,
                 teachers: int | None, overrides: dict | None = None,
-                population_seed: int | None = None) -> list[dict]:
+                population_seed: int | None = None, hypotheses: bool = False,
+                variance: str = "fpc") -> tuple[list[dict], list[dict]]:
     """One simulated study, cleaned and fitted: one row per support model.
 
     With ``population_seed``, the population (and truth) is that seed's and
-    ``seed`` draws only the survey (sample, responses, mess).
+    ``seed`` draws only the survey (sample, responses, mess). With ``hypotheses``,
+    H1-H8 are evaluated too and each part's verdict is compared with the planted truth
+    (second list; empty otherwise). ``variance="with_replacement"`` fits M1 on the
+    instrument's design without the district-stage finite-population correction.
     """
     from statsmodels.stats.multitest import multipletests
 
@@ -74,10 +78,26 @@ def replication(scenario: str, seed: int, n_districts: int | None,
     with tempfile.TemporaryDirectory(prefix="mc-") as tmp:
         write_raw(study, Path(tmp))
         cleaned = clean_study(Path(tmp))
-    fit = fit_study_model(cleaned.teachers)
+    if variance == "fpc":
+        fit = fit_study_model(cleaned.teachers)
+    else:
+        from analysis.stats.design import SurveyDesign
+        from analysis.stats.models import fit_svyglm, model_data
+
+        cb = load_codebook()
+        d = cb.design
+        design = SurveyDesign(model_data(cleaned.teachers), weights=d["weight"],
+                              strata=d["strata"], psu=d["psu"], lonely_psu="adjust")
+        fit = fit_svyglm(cb.model_formula("M1"), design=design, family="quasibinomial")
     ame = fit.ame("support_model", reference=reference, level=LEVEL)
     holm = multipletests(ame["p_value"].to_numpy(), alpha=ALPHA, method="holm")[1]
     truth = study.truth["ame_pp"]
+    verdicts = []
+    if hypotheses:
+        from analysis.stats.hypotheses import evaluate_hypotheses, truth_agreement
+        table = evaluate_hypotheses(cleaned.teachers, fits={"M1": fit}).table
+        agree = truth_agreement(table, study.truth)
+        verdicts = [dict(r, scenario=scenario, seed=seed) for r in agree.to_dict("records")]
     return [{
         "scenario": scenario, "seed": seed, "support_model": row.level,
         "estimate_pp": 100 * row.estimate, "std_error_pp": 100 * row.std_error,
@@ -85,7 +105,7 @@ def replication(scenario: str, seed: int, n_districts: int | None,
         "p_value": row.p_value, "p_holm": p_holm, "truth_pp": truth[row.level],
         "n_teachers": fit.n, "n_districts": int(cleaned.teachers["district_id"].nunique()),
         "df": int(row.df),
-    } for row, p_holm in zip(ame.itertuples(index=False), holm, strict=True)]
+    } for row, p_holm in zip(ame.itertuples(index=False), holm, strict=True)], verdicts
 
 
 def _run_one(args) -> tuple[tuple, list[dict] | str]:
@@ -102,11 +122,14 @@ def _limit_threads() -> None:
 
 def run(scenarios: list[str], replications: int, *, workers: int, seed_base: int,
         n_districts: int | None, teachers: int | None, overrides: dict | None = None,
-        population_seed: int | None = None) -> tuple[pd.DataFrame, list]:
-    """All replications of all scenarios; returns the rows and the failures."""
-    tasks = [(sc, seed_base + k, n_districts, teachers, overrides, population_seed)
+        population_seed: int | None = None, hypotheses: bool = False,
+        variance: str = "fpc") -> tuple[pd.DataFrame, list, pd.DataFrame]:
+    """All replications of all scenarios; returns the AME rows, the failures and the
+    hypothesis verdicts (empty without ``hypotheses``)."""
+    tasks = [(sc, seed_base + k, n_districts, teachers, overrides, population_seed, hypotheses,
+              variance)
              for k in range(replications) for sc in scenarios]
-    rows, failures = [], []
+    rows, failures, verdicts = [], [], []
     _limit_threads()
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
         futures = [pool.submit(_run_one, task) for task in tasks]
@@ -116,11 +139,32 @@ def run(scenarios: list[str], replications: int, *, workers: int, seed_base: int
             if isinstance(result, str):
                 failures.append({"scenario": task[0], "seed": task[1], "error": result})
             else:
-                rows.extend(result)
+                rows.extend(result[0])
+                verdicts.extend(result[1])
     df = pd.DataFrame(rows)
     if len(df):
         df = df.sort_values(["scenario", "seed", "support_model"], ignore_index=True)
-    return df, failures
+    v = pd.DataFrame(verdicts)
+    if len(v):
+        v = v.sort_values(["scenario", "seed", "id"], ignore_index=True)
+    return df, failures, v
+
+
+def summarise_verdicts(v: pd.DataFrame) -> dict:
+    """Per scenario and part: share "supported" (power where planted, false-positive rate
+    where not), share agreeing with the planted truth, and share of replications in which
+    every part agrees."""
+    out = {}
+    for scenario, d in v.groupby("scenario", sort=True):
+        parts = {}
+        for part, g in d.groupby("id", sort=True):
+            parts[part] = {"expected": g["expected"].iloc[0],
+                           "supported": round(float((g["verdict"] == "supported").mean()), 4),
+                           "agrees": round(float(g["agrees"].mean()), 4)}
+        out[scenario] = {"replications": int(d["seed"].nunique()),
+                         "all_parts_agree": round(float(d.groupby("seed")["agrees"].all().mean()), 4),
+                         "parts": parts}
+    return out
 
 
 def summarise(df: pd.DataFrame) -> dict:
@@ -192,19 +236,33 @@ def main(argv: list[str] | None = None) -> int:
                              "variation of the truth")
     parser.add_argument("--overrides", type=json.loads, default=None,
                         help='scenario overrides as JSON, e.g. \'{"outcome": {"district_sd": 0.3}}\'')
+    parser.add_argument("--hypotheses", action="store_true",
+                        help="also evaluate H1-H8 and compare each verdict with the planted truth")
+    parser.add_argument("--variance", choices=["fpc", "with_replacement"], default="fpc",
+                        help="M1's design variance: the instrument's (FPC on the district "
+                             "stage) or with-replacement (no FPC)")
     parser.add_argument("--json", type=Path, default=None,
                         help="write the summary and settings here")
     parser.add_argument("--csv", type=Path, default=None,
                         help="write every replication's estimates here")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    df, failures = run(args.scenarios, args.replications, workers=args.workers,
-                       seed_base=args.seed_base, n_districts=args.districts,
-                       teachers=args.teachers, overrides=args.overrides,
-                       population_seed=args.fixed_population)
+    df, failures, verdicts = run(args.scenarios, args.replications, workers=args.workers,
+                                 seed_base=args.seed_base, n_districts=args.districts,
+                                 teachers=args.teachers, overrides=args.overrides,
+                                 population_seed=args.fixed_population,
+                                 hypotheses=args.hypotheses, variance=args.variance)
     seconds = time.perf_counter() - start
     summary = summarise(df) if len(df) else {}
     _print(summary, failures, seconds)
+    if len(verdicts):
+        summary_v = summarise_verdicts(verdicts)
+        summary["hypotheses"] = summary_v
+        for scenario, s in summary_v.items():
+            print(f"\n== {scenario}: hypothesis verdicts against the planted truth "
+                  f"({s['replications']} replications); every part agrees in "
+                  f"{s['all_parts_agree']:.3f}")
+            print(pd.DataFrame(s["parts"]).T.to_string())
     if args.csv:
         args.csv.parent.mkdir(parents=True, exist_ok=True)
         df.to_csv(args.csv, index=False, lineterminator="\n")
