@@ -37,6 +37,7 @@ Examples
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass, field
 from itertools import product
 
@@ -203,35 +204,104 @@ class LogitProblem:
 
     # -- replicate weights ----------------------------------------------------------
     def replicate_ame_variance(self, fit: LogitFit, replicate_design, *, reference: str,
-                               tol: float = 1e-6, max_iter: int = 50) -> np.ndarray:
+                               tol: float = 1e-6, max_iter: int = 50,
+                               method: str = "auto", expansion_limit: float = 0.2
+                               ) -> np.ndarray:
         """Replicate-weight variance of the AMEs: the model refitted with every set of
         replicate weights and the AMEs recomputed with them.
 
-        All replicates are refitted at once, from the full-sample estimates, by
-        Newton steps with each replicate's information matrix at the full-sample
-        fit (a replicate's weights differ from the full weights only in one
-        stratum, so that matrix is an update of the full one), iterated until
-        no coefficient moves by more than ``tol``: each replicate's estimate
-        solves its own weighted score equations.
+        Each replicate's estimate solves its own weighted score equations and
+        its AMEs average its own predictions over its own weights. Two ways to
+        get there:
+
+        - ``method="exact"``: every replicate refitted on every row, by Newton
+          steps from the full-sample estimate with the replicate's information
+          matrix at the full-sample fit, iterated until no coefficient moves by
+          more than ``tol``. Work: rows x replicates per step.
+        - ``method="local"`` (what ``"auto"`` picks when each replicate
+          reweights at most a quarter of the rows, as the delete-one-PSU
+          jackknife does with several strata): a replicate's score is the
+          full-sample score, which depends on the replicate only through its
+          coefficients, plus the reweighted rows of its own stratum. The
+          reweighted rows are evaluated exactly; the full-sample part (and
+          likewise the full-sample part of each margin) by its Taylor expansion
+          to second order around the full-sample fit, with the tensors computed
+          once. The neglected term is of third order in the change of the
+          linear predictors, so replicates whose linear predictors can move by
+          more than ``expansion_limit`` (bounded by ``sum_j max_i |x_ij| |db_j|``),
+          whose information matrix is singular (a small cell left out) or that
+          do not converge are refitted exactly. Work: about the rows of one
+          stratum per replicate. On the bundled study (1,448 replicates) the
+          SEs agree with ``"exact"`` to 2e-6 relative, 35 replicates refitted
+          (tested against ``"exact"`` in tests/stats/test_robustness.py).
+
         ``replicate_design`` is a :class:`~analysis.stats.design.ReplicateDesign`
         derived from the fit's design (one multiplier per PSU and replicate).
+        The replicate coefficients are kept in ``extra["replicate_coef"]`` and
+        the number refitted exactly in ``extra["replicates_refitted_exactly"]``.
         """
-        mult = replicate_design._mult[replicate_design._psu[fit.rows]]   # (n_used, R)
+        if method not in ("auto", "exact", "local"):
+            raise ValueError("method must be 'auto', 'exact' or 'local'")
+        mult_psu = replicate_design._mult                  # (n_psu, R)
+        psu = replicate_design._psu[fit.rows]
+        n_rep = mult_psu.shape[1]
+        plan = None
+        if method != "exact":
+            if replicate_design not in _PLANS:
+                _PLANS[replicate_design] = _delete_one_plan(mult_psu)
+            plan = _PLANS[replicate_design]
+        if method == "local" and plan is None:
+            raise ValueError("method='local' needs delete-one-PSU jackknife replicates "
+                             "within strata (JKn)")
+        method = "local" if plan is not None else "exact"
+        full, _, _ = self.margins(fit)
+        if method == "exact":
+            B, est = self._exact_replicates(fit, mult_psu, psu, np.arange(n_rep),
+                                            np.repeat(fit.coef[:, None], n_rep, axis=1),
+                                            tol, max_iter)
+            refit = n_rep
+        else:
+            B, est, bad = self._local_replicates(fit, psu, plan, tol, max_iter,
+                                                 expansion_limit)
+            refit = len(bad)
+            if refit:
+                B[:, bad], est[bad] = self._exact_replicates(fit, mult_psu, psu, bad,
+                                                             B[:, bad], tol, max_iter)
+        r = self.levels.index(reference)
+        others = [j for j in range(len(self.levels)) if j != r]
+        reps = est[:, others] - est[:, [r]]
+        self.extra["replicate_coef"] = B
+        self.extra["replicates_refitted_exactly"] = int(refit)
+        return replicate_design.replicate_variance(full[others] - full[r], reps)
+
+    def _switched(self, j: int, X0: np.ndarray) -> tuple[np.ndarray, int | None]:
+        """Model matrix with every row set to level ``j``, and that level's column."""
+        c = self.level_columns.get(self.levels[j])
+        Xj = X0.copy()
+        if c is not None:
+            Xj[:, c] = 1.0
+        return Xj, c
+
+    def _exact_replicates(self, fit: LogitFit, mult_psu, psu, which, B, tol, max_iter):
+        """Replicates ``which`` refitted on every row from the starting values ``B``
+        (p, len(which)); returns their coefficients and margins (len(which), levels)."""
+        which = np.asarray(which)
+        mult = mult_psu[:, which][psu]                      # (n_used, k)
         w, X, y = fit.weights, self.X, self.y
         W = w[:, None] * mult
-        p0 = BINOMIAL.linkinv(X @ fit.coef)
+        p0 = special.expit(X @ fit.coef)
         v0 = w * p0 * (1 - p0)
         H0 = (X * v0[:, None]).T @ X
-        n_rep = W.shape[1]
-        H = np.empty((n_rep, X.shape[1], X.shape[1]))
-        for r in range(n_rep):                  # replicates: rows of one stratum each
+        k = len(which)
+        H = np.empty((k, X.shape[1], X.shape[1]))
+        for r in range(k):                      # replicates: rows of one stratum each
             rows = np.flatnonzero(mult[:, r] != 1.0)
             Xs = X[rows]
             H[r] = H0 + (Xs * (v0[rows] * (mult[rows, r] - 1.0))[:, None]).T @ Xs
-        B = np.repeat(fit.coef[:, None], n_rep, axis=1)
-        active = np.arange(n_rep)                # replicates not yet converged
+        B = np.array(B, dtype=float)
+        active = np.arange(k)                   # replicates not yet converged
         for _ in range(max_iter):
-            every = len(active) == n_rep
+            every = len(active) == k
             Wa, Ba = (W, B) if every else (W[:, active], B[:, active])
             resid = X @ Ba
             special.expit(resid, out=resid)
@@ -245,7 +315,7 @@ class LogitProblem:
         X0 = self.extra.setdefault("X0", self._base())
         eta0 = X0 @ B
         totals = W.sum(axis=0)
-        est = np.empty((n_rep, len(self.levels)))
+        est = np.empty((k, len(self.levels)))
         pred = np.empty_like(eta0)
         for j, lv in enumerate(self.levels):
             c = self.level_columns.get(lv)
@@ -253,12 +323,194 @@ class LogitProblem:
             special.expit(pred, out=pred)
             pred *= W
             est[:, j] = pred.sum(axis=0) / totals
-        full, _, _ = self.margins(fit)
-        r = self.levels.index(reference)
-        others = [j for j in range(len(self.levels)) if j != r]
-        reps = est[:, others] - est[:, [r]]
-        self.extra["replicate_coef"] = B
-        return replicate_design.replicate_variance(full[others] - full[r], reps)
+        return B, est
+
+    def _local_replicates(self, fit: LogitFit, psu, plan, tol, max_iter, limit):
+        """Delete-one-PSU replicates from the second-order expansion of the full-sample
+        and stratum sums plus the exact rows of the deleted PSU (see
+        ``replicate_ame_variance``). Returns ``B`` (p, R), margins (R, levels) and the
+        replicates to refit exactly (linear predictors moved by more than ``limit``,
+        singular information, or no convergence)."""
+        w, X, y, b = fit.weights, self.X, self.y, fit.coef
+        p = X.shape[1]
+        n_rep = len(plan.deleted)
+        stratum = plan.stratum_of_psu[psu]                   # -1: not reweighted
+        n_s = len(plan.factor)
+        eta = X @ b
+        mu = special.expit(eta)
+        v = mu * (1 - mu)
+        # stratum sums (a last "stratum" collects the rest) of score, information and
+        # third derivatives at the full fit; full-sample sums are their totals
+        code = np.where(stratum >= 0, stratum, n_s)
+        g_s = _sums_by(code, X * (w * (y - mu))[:, None], n_s + 1)
+        H_s = _gram_by(code, X, w * v, n_s + 1)
+        T_s = _third_by(code, X, w * v * (1 - 2 * mu), n_s + 1)      # (k, p, p*p)
+        g0, H0, T0 = g_s.sum(0), H_s.sum(0), T_s.sum(0)
+        rep_s, c = plan.stratum_of_rep, plan.factor[plan.stratum_of_rep]   # c = a - 1
+        by_stratum = [np.flatnonzero(rep_s == k) for k in range(n_s)]
+        # the deleted PSU's rows, exact: weight -(1 + c) in its replicate
+        rep_of_row = plan.rep_of_psu[psu]
+        drow = np.flatnonzero(rep_of_row >= 0)
+        drep = rep_of_row[drow]
+        dw = -(1.0 + c[drep]) * w[drow]
+        Xd = X[drow]
+        H_d = _sums_by(drep, _outer(Xd, dw * v[drow]), n_rep).reshape(-1, p, p)
+        H = H0[None] + c[:, None, None] * H_s[rep_s] + H_d
+        Hinv, singular = _inverse(H)
+        Hinv[singular] = 0.0                 # left at the full fit, refitted exactly below
+        D = np.zeros((p, n_rep))
+        converged = np.zeros(n_rep, dtype=bool)
+        for _ in range(max_iter):
+            DD = (D[:, None, :] * D[None, :, :]).reshape(p * p, n_rep)
+            local = g_s[rep_s].T - np.einsum("rab,br->ar", H_s[rep_s], D)
+            for k, reps in enumerate(by_stratum):
+                local[:, reps] -= 0.5 * (T_s[k] @ DD[:, reps])
+            score = g0[:, None] - H0 @ D - 0.5 * (T0 @ DD) + c * local
+            pd_ = special.expit(eta[drow] + np.einsum("ia,ai->i", Xd, D[:, drep]))
+            score += _sums_by(drep, Xd * (dw * (y[drow] - pd_))[:, None], n_rep).T
+            step = np.einsum("rab,br->ar", Hinv, score)
+            D += step
+            size = np.max(np.abs(step), axis=0)
+            converged = size < tol
+            diverged = ~(size < 1.0)                 # a poorly determined replicate
+            if diverged.any():
+                D[:, diverged] = 0.0
+                Hinv[diverged] = 0.0
+                singular |= diverged
+            if converged.all():
+                break
+        # margins: every row set to each level, expanded and exact in the same way
+        X0 = self.extra.setdefault("X0", self._base())
+        eta0 = X0 @ b
+        w_s = np.bincount(code, weights=w, minlength=n_s + 1)
+        totals = w_s.sum() + c * w_s[rep_s] + np.bincount(drep, weights=dw, minlength=n_rep)
+        est = np.empty((n_rep, len(self.levels)))
+        moved = np.zeros(n_rep)
+        for j in range(len(self.levels)):
+            Xj, cj = self._switched(j, X0)
+            ej = eta0 + (b[cj] if cj is not None else 0.0)
+            pj = special.expit(ej)
+            vj = pj * (1 - pj)
+            S0 = np.bincount(code, weights=w * pj, minlength=n_s + 1)
+            G = _sums_by(code, Xj * (w * vj)[:, None], n_s + 1)
+            M = _gram_by(code, Xj, w * vj * (1 - 2 * pj), n_s + 1)
+            quad_s = 0.5 * np.einsum("ar,rab,br->r", D, M[rep_s], D)
+            num = (S0.sum() + G.sum(0) @ D + 0.5 * np.einsum("ar,ab,br->r", D, M.sum(0), D)
+                   + c * (S0[rep_s] + np.einsum("ra,ar->r", G[rep_s], D) + quad_s))
+            pd_ = special.expit(ej[drow] + np.einsum("ia,ai->i", Xj[drow], D[:, drep]))
+            num += np.bincount(drep, weights=dw * pd_, minlength=n_rep)
+            est[:, j] = num / totals
+            moved = np.maximum(moved, np.abs(Xj).max(axis=0) @ np.abs(D))
+        bad = np.flatnonzero(~converged | singular | ~(moved <= limit))
+        return b[:, None] + D, est, bad
+
+
+@dataclass
+class _DeleteOnePlan:
+    """Delete-one-PSU jackknife replicates within strata: replicate ``r`` sets the
+    multiplier of PSU ``deleted[r]`` to 0 and of the other PSUs of its stratum to
+    ``1 + factor[stratum_of_rep[r]]``."""
+
+    deleted: np.ndarray              # (R,) PSU left out by each replicate
+    stratum_of_rep: np.ndarray       # (R,) index into ``factor``
+    factor: np.ndarray               # (strata,) multiplier - 1 of the kept PSUs
+    stratum_of_psu: np.ndarray       # (n_psu,) -1 where no replicate reweights the PSU
+    rep_of_psu: np.ndarray           # (n_psu,) -1 where no replicate deletes the PSU
+
+
+_PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # per replicate design
+
+
+def _delete_one_plan(mult_psu: np.ndarray) -> _DeleteOnePlan | None:
+    """The structure of JKn-type multipliers, or None when they have another form."""
+    n_psu, n_rep = mult_psu.shape
+    changed = mult_psu != 1.0
+    zero = mult_psu == 0.0
+    if not (zero.sum(axis=0) == 1).all() or np.bincount(
+            np.argmax(zero, axis=0), minlength=n_psu).max() > 1:
+        return None
+    _, first, inverse = np.unique(np.packbits(changed, axis=0).T, axis=0,
+                                  return_index=True, return_inverse=True)
+    inverse = inverse.ravel()
+    order = np.argsort(first)                       # strata in order of first replicate
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    stratum_of_rep = rank[inverse]
+    stratum_of_psu = np.full(n_psu, -1)
+    factor = np.empty(len(order))
+    for s, k in enumerate(order):
+        r = first[k]
+        psus = np.flatnonzero(changed[:, r])
+        if (stratum_of_psu[psus] >= 0).any():
+            return None                             # overlapping reweighted sets
+        stratum_of_psu[psus] = s
+        kept = mult_psu[psus, r][mult_psu[psus, r] != 0.0]
+        reps = np.flatnonzero(stratum_of_rep == s)
+        block = mult_psu[np.ix_(psus, reps)]
+        if len(kept) == 0 or not ((block == kept[0]) | (block == 0.0)).all():
+            return None
+        factor[s] = kept[0] - 1.0
+    deleted = np.argmax(zero, axis=0)
+    rep_of_psu = np.full(n_psu, -1)
+    rep_of_psu[deleted] = np.arange(n_rep)
+    return _DeleteOnePlan(deleted, stratum_of_rep, factor, stratum_of_psu, rep_of_psu)
+
+
+def _sums_by(codes: np.ndarray, values: np.ndarray, k: int) -> np.ndarray:
+    """Row sums of ``values`` (n, m) by ``codes`` in 0..k-1: (k, m)."""
+    return np.asarray(_onehot(codes, k) @ values)
+
+
+def _gram_by(codes: np.ndarray, X: np.ndarray, weights: np.ndarray, k: int) -> np.ndarray:
+    """``X' diag(weights) X`` over the rows of each code: (k, p, p)."""
+    out = np.zeros((k, X.shape[1], X.shape[1]))
+    for s in np.unique(codes):
+        m = codes == s
+        out[s] = (X[m] * weights[m, None]).T @ X[m]
+    return out
+
+
+def _outer(X: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted outer products of the rows of ``X``: (n, p*p)."""
+    return (X[:, :, None] * (X * weights[:, None])[:, None, :]).reshape(len(X), -1)
+
+
+def _third_by(codes: np.ndarray, X: np.ndarray, weights: np.ndarray, k: int,
+              chunk: int = 20_000) -> np.ndarray:
+    """``sum_i weights_i x_ia x_ib x_ic`` by code: (k, p, p*p), rows in chunks."""
+    n, p = X.shape
+    out = np.zeros((k, p, p * p))
+    for start in range(0, n, chunk):
+        sl = slice(start, start + chunk)
+        outer = (X[sl, :, None] * X[sl, None, :]).reshape(-1, p * p)
+        for s in np.unique(codes[sl]):
+            m = codes[sl] == s
+            out[s] += (X[sl][m] * weights[sl][m, None]).T @ outer[m]
+    return out
+
+
+def _onehot(codes: np.ndarray, k: int):
+    """Sparse (k, n) matrix summing rows by ``codes``."""
+    from scipy import sparse
+
+    n = len(codes)
+    return sparse.csr_matrix((np.ones(n), (codes, np.arange(n))), shape=(k, n))
+
+
+def _inverse(H: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inverses of a stack of matrices, and which were singular (pseudo-inverted)."""
+    try:
+        return np.linalg.inv(H), np.zeros(len(H), dtype=bool)
+    except np.linalg.LinAlgError:
+        out = np.empty_like(H)
+        singular = np.zeros(len(H), dtype=bool)
+        for r, h in enumerate(H):
+            try:
+                out[r] = np.linalg.inv(h)
+            except np.linalg.LinAlgError:
+                out[r] = np.linalg.pinv(h)
+                singular[r] = True
+        return out, singular
 
 
 def _solve_steps(H: np.ndarray, g: np.ndarray) -> np.ndarray:
@@ -984,7 +1236,8 @@ def multiverse(teachers: pd.DataFrame, *, outcomes=None, covariates=None,
     - ``covariates``: ``none`` (support model only), ``district`` (M1's district
       covariates), ``M1`` (the full M1 adjustment);
     - ``variance``: ``taylor`` (strata, district PSUs, FPC), ``jackknife`` (JKn
-      replicate weights of the same design, the model refitted per replicate),
+      replicate weights of the same design, the model refitted per replicate by
+      ``LogitProblem.replicate_ame_variance``),
       ``cluster`` (district clusters only: the cluster-robust sandwich);
     - ``weights``: ``survey``, ``unweighted``, ``trimmed`` (at the 95th percentile,
       total kept);
@@ -1175,18 +1428,29 @@ def _pp(df: pd.DataFrame, cols=("estimate", "std_error", "ci_low", "ci_high")) -
     return out.rename(columns={c: f"{c}_pp" for c in cols}).to_dict(orient="records")
 
 
-def robustness_results(teachers: pd.DataFrame, *, m: int = 20, seed: int = 20261130) -> dict:
+def multiple_imputation_task(teachers: pd.DataFrame, m: int = 20, seed: int = 20261130
+                             ) -> MIResult:
+    """:func:`multiple_imputation` on one BLAS thread (for a worker process)."""
+    with threadpool_limits(1):
+        return multiple_imputation(teachers, m=m, seed=seed)
+
+
+def robustness_results(teachers: pd.DataFrame, *, m: int = 20, seed: int = 20261130,
+                       mi: MIResult | None = None, curve: pd.DataFrame | None = None) -> dict:
     """The ``robustness`` entry of ``results.json`` (deterministic for a given seed).
 
     Keys: ``multiple_imputation``, ``evalues``, ``propensity``, ``multiverse``,
-    ``leave_one_out``; effects in percentage points (``_pp``).
+    ``leave_one_out``; effects in percentage points (``_pp``). The two long parts
+    may be passed in, computed elsewhere (e.g. in worker processes): ``mi``, the
+    result of ``multiple_imputation(teachers, m=m, seed=seed)``, and ``curve``, of
+    ``multiverse(teachers)``.
     """
     ref = _reference()
     with threadpool_limits(1):          # many small problems: one BLAS thread is fastest
-        mi = multiple_imputation(teachers, m=m, seed=seed)
+        mi = mi if mi is not None else multiple_imputation(teachers, m=m, seed=seed)
         ev = support_model_evalues(teachers)
         ps = propensity_weighted_ames(teachers)
-        curve = multiverse(teachers)
+        curve = curve if curve is not None else multiverse(teachers)
         loo = pd.concat([leave_one_out(teachers, by="state"),
                          leave_one_out(teachers, by="stratum")], ignore_index=True)
     spec_cols = [c for c in curve.columns if not c.startswith("positive_significant")]

@@ -59,7 +59,7 @@ def test_replicate_refits_solve_each_replicates_score_equations():
     prob = rb.LogitProblem.build("y ~ C(g) + x", df, variable="g")
     fit = prob.fit(design)
     rep = design.replicate("JKn")
-    cov = prob.replicate_ame_variance(fit, rep, reference="a", tol=1e-12)
+    cov = prob.replicate_ame_variance(fit, rep, reference="a", tol=1e-12, method="exact")
     B = prob.extra["replicate_coef"]
     mult = rep._mult[rep._psu[fit.rows]]
     exact = []
@@ -77,6 +77,58 @@ def test_replicate_refits_solve_each_replicates_score_equations():
     taylor = prob.ame(fit, design, reference="a")["std_error"].to_numpy()
     assert np.all(np.sqrt(np.diag(cov)) > 0.7 * taylor)
     assert np.all(np.sqrt(np.diag(cov)) < 1.4 * taylor)
+
+
+def _jkn_problem(seed, n_psu=240, per_psu=25, small=None):
+    rng = np.random.default_rng(seed)
+    n = n_psu * per_psu
+    df = pd.DataFrame({"psu": np.repeat(np.arange(n_psu), per_psu),
+                       "g": rng.choice(["a", "b", "c", "d"], n, p=[0.4, 0.3, 0.2, 0.1]),
+                       "x": rng.normal(size=n), "z": rng.gamma(2.0, 20.0, n),
+                       "w": rng.uniform(1, 4, n)})
+    df["h"] = df["psu"] % 6
+    df["fpc"] = 3 * n_psu // 6
+    if small is not None:                        # level "d" only in the PSUs listed
+        df.loc[df["g"].eq("d") & ~df["psu"].isin(small), "g"] = "c"
+    lin = -0.5 + 0.8 * df["g"].eq("c") + 0.4 * df["x"] + 0.01 * df["z"]
+    df["y"] = (rng.uniform(size=n) < 1 / (1 + np.exp(-lin))).astype(float)
+    design = SurveyDesign(df, weights="w", strata="h", psu="psu", fpc="fpc")
+    prob = rb.LogitProblem.build("y ~ C(g) + x + z", df, variable="g")
+    return prob, prob.fit(design), design.replicate("JKn")
+
+
+@pytest.mark.parametrize("small", [None, [0, 6]])
+def test_local_replicates_agree_with_exact_refits(small):
+    """The expansion path (JKn: each replicate reweights one stratum) gives the exact
+    refits' variance; with a level present in two PSUs of one stratum, the replicates
+    that delete one of them are refitted exactly."""
+    prob, fit, rep = _jkn_problem(5, small=small)
+    exact = prob.replicate_ame_variance(fit, rep, reference="a", method="exact", tol=1e-10)
+    B_exact = prob.extra["replicate_coef"].copy()
+    local = prob.replicate_ame_variance(fit, rep, reference="a", method="local", tol=1e-10)
+    B_local = prob.extra["replicate_coef"]
+    refitted = prob.extra["replicates_refitted_exactly"]
+    assert refitted < rep.n_replicates / 2
+    assert np.allclose(np.sqrt(np.diag(local)), np.sqrt(np.diag(exact)), rtol=1e-5, atol=0)
+    assert np.allclose(local, exact, rtol=1e-4, atol=1e-12)
+    assert np.abs(B_local - B_exact).max() < 1e-4
+    # what "auto" picks for JKn, and the same numbers
+    auto = prob.replicate_ame_variance(fit, rep, reference="a")
+    assert np.allclose(auto, prob.replicate_ame_variance(fit, rep, reference="a",
+                                                         method="local"), rtol=1e-12)
+    if small is not None:
+        assert refitted >= 2           # the two singular replicates went the exact way
+
+
+def test_local_replicates_need_delete_one_psu_multipliers():
+    prob, fit, rep = _jkn_problem(6, n_psu=60)
+    boot = SurveyDesign(rep.data, weights="w", strata="h", psu="psu", fpc="fpc").replicate(
+        "bootstrap", replicates=20, seed=1)
+    with pytest.raises(ValueError, match="delete-one-PSU"):
+        prob.replicate_ame_variance(fit, boot, reference="a", method="local")
+    cov = prob.replicate_ame_variance(fit, boot, reference="a")     # auto: exact
+    assert prob.extra["replicates_refitted_exactly"] == 20
+    assert np.all(np.diag(cov) > 0)
 
 
 def _eta(prob, beta, level):
