@@ -15,8 +15,11 @@ the full design, never by subsetting the data):
   Rao-Wu bootstrap) created from a ``SurveyDesign`` or supplied with the data,
   with R's ``svrVar`` variance ``scale * sum_r rscales_r (theta_r - centre)^2``.
 
-All group sums are vectorised (``np.bincount``); nothing loops over PSUs or
-replicates in Python.
+All group sums are vectorised (``np.bincount``, or a cached sparse matrix);
+nothing loops over PSUs or replicates in Python. ``mean`` and ``total`` cache,
+per domain variable, the (variance unit, domain) structure of the design (the
+cell of each row, the domain counts and the weighted denominators), so that a
+column without missing values needs a single pass over the rows.
 
 Examples
 --------
@@ -35,9 +38,11 @@ Examples
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import sparse, stats
 
 LONELY_PSU_POLICIES = ("fail", "certainty", "adjust", "average", "remove")
 ESTIMATE_COLUMNS = ["estimate", "std_error", "ci_low", "ci_high", "cv", "df", "n"]
@@ -65,6 +70,13 @@ def group_sums(codes: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarr
 
 
 def _t_quantile(level: float, df: float) -> float:
+    """Two-sided ``level`` quantile of t on ``df`` (normal when df is not positive and
+    finite); cached, since every estimate of a design asks for the same one."""
+    return _t_quantile_cached(float(level), float(df))
+
+
+@functools.lru_cache(maxsize=256)
+def _t_quantile_cached(level: float, df: float) -> float:
     return float(stats.norm.ppf(0.5 + level / 2) if not np.isfinite(df) or df <= 0
                  else stats.t.ppf(0.5 + level / 2, df))
 
@@ -129,6 +141,62 @@ class _Estimators:
         y = self.data[column].to_numpy(dtype=float)
         return y, ~np.isnan(y)
 
+    def _unit_domains(self, by) -> _UnitDomains | None:
+        """The cached :class:`_UnitDomains` of ``by`` for this design's weights and
+        variance units, or None when the variance needs row-level influence values
+        (post-stratified, raked or calibrated designs; replicate-weight columns).
+
+        Cached per ``by`` like :meth:`_domains`; an entry is rebuilt when the
+        weights or the unit codes are no longer the arrays it was built from, and
+        :meth:`SurveyDesign._copy` (new weights) starts an empty cache.
+        """
+        units = self._unit_codes()
+        if units is None:
+            return None
+        unit_codes, n_units = units
+        cols = None if by is None else ((by,) if isinstance(by, str) else tuple(by))
+        cache = self.__dict__.setdefault("_unit_domain_cache", {})
+        entry = cache.get(cols)
+        if entry is None or entry.w is not self.w or entry.unit_codes is not unit_codes:
+            codes, labels, k = self._domains(by)
+            entry = cache[cols] = _UnitDomains(self.w, unit_codes, n_units, codes, labels, k)
+        return entry
+
+    def _unit_domain_estimate(self, column, by, level, deff, *, total) -> pd.DataFrame | None:
+        """``total`` (or ``mean``) of ``column`` by ``by`` from the cached
+        (unit, domain) structure: one weighted pass over the rows when ``column``
+        has no missing value, a few otherwise (rows with a missing value leave
+        their domain: they change the denominators and the counts).
+
+        Returns None, for the general path, when there is no such structure
+        (see :meth:`_unit_domains`). The result equals the general path's: the
+        same sums, accumulated in the same order.
+        """
+        cells = self._unit_domains(by)
+        if cells is None:
+            return None
+        y = self.data[column].to_numpy(dtype=float)
+        missing = np.isnan(y)
+        if missing.any():
+            part = cells.sums_where(y, ~missing, denominators=not total)
+            if part is None:
+                return None
+            y, dom, sn, sd, counts = part
+            den = None if total else sd.sum(axis=0)
+        else:
+            dom, sn, sd, den, counts = (cells.codes, cells.sums(y), cells.den_units,
+                                        cells.den, cells.counts)
+        num = sn.sum(axis=0)
+        if total:
+            est = num
+            var = self._variance_from_unit_sums(sn, None, num, None, None)
+        else:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                est = num / den
+            var = self._variance_from_unit_sums(sn, sd, est, den, cells.domain_of_cell)
+        d = self._deff(y, dom, cells.k, var, total=total) if deff else None
+        return self._finish(cells.labels, column, est, var, counts, level, deff=d)
+
     # -- estimators -------------------------------------------------------------
     def total(self, column: str, *, by=None, level: float = 0.95,
               deff: bool = False) -> pd.DataFrame:
@@ -141,6 +209,9 @@ class _Estimators:
         DataFrame
             [by columns], ``term``, ``estimate, std_error, ci_low, ci_high, cv, df, n``.
         """
+        fast = self._unit_domain_estimate(column, by, level, deff, total=True)
+        if fast is not None:
+            return fast
         y, ok = self._values(column)
         codes, labels, k = self._domains(by)
         cells = np.where(ok, codes, -1)
@@ -156,6 +227,9 @@ class _Estimators:
         ``deff`` is R's ``svymean(..., deff=TRUE)``: the design variance over the
         variance of a simple random sample without replacement of the same size.
         """
+        fast = self._unit_domain_estimate(column, by, level, deff, total=False)
+        if fast is not None:
+            return fast
         y, ok = self._values(column)
         codes, labels, k = self._domains(by)
         cells = np.where(ok, codes, -1)
@@ -372,6 +446,101 @@ def _counts(cells, k) -> np.ndarray:
     return np.bincount(np.where(cells >= 0, cells, k), minlength=k + 1)[:k]
 
 
+class _UnitDomains:
+    """The (variance unit, domain) structure of a design for one domain variable.
+
+    Everything ``mean`` and ``total`` need that does not depend on the analysed
+    column, built once per ``by`` (see ``_Estimators._unit_domains``): the
+    domain counts, the weighted totals of the weights per (unit, domain) cell
+    (the denominators of means) and the map of rows to cells. Rows outside
+    every domain (missing ``by``) belong to no cell.
+
+    The map is a sparse (cells x rows) matrix holding the weights when the rows
+    of each unit are stored together (data sorted by PSU, the usual layout) and
+    there are no more cells than rows, so that a weighted sum per cell is one
+    matrix-vector product that reads the column once in nearly sequential
+    order; otherwise it is the ``bincount`` key of the general path (faster
+    for scattered units). Either way each cell's sum of ``w * y`` is
+    accumulated over its rows in row order, as ``np.bincount`` does, so the
+    sums are those of the general path, bit for bit.
+
+    Parameters
+    ----------
+    w : array (n,)
+        Weights (kept to recognise the weights the entry was built for).
+    unit_codes : array (n,)
+        Variance unit (PSU, or SSU of a two-stage design) of each row, 0..n_units-1.
+    n_units : int
+        Number of units.
+    codes, labels, k
+        Domain codes (-1: no domain), labels and count, from ``_domains``.
+    """
+
+    def __init__(self, w, unit_codes, n_units, codes, labels, k):
+        self.w, self.unit_codes, self.n_units = w, unit_codes, n_units
+        self.codes, self.labels, self.k = codes, labels, k
+        self.domain_of_cell = np.arange(k)
+        n = len(unit_codes)
+        inside = None if (codes >= 0).all() else codes >= 0
+        if inside is None:                                # every row in a domain
+            key = unit_codes * k
+            key += codes
+            self.counts = np.bincount(codes, minlength=k)
+        else:
+            key = np.where(inside, unit_codes * k + codes, n_units * k)
+            self.counts = np.bincount(codes[inside], minlength=k)
+        self.den_units = _binned(key, w, n_units, k)
+        self.den = self.den_units.sum(axis=0)
+        runs = 1 + np.count_nonzero(unit_codes[1:] != unit_codes[:-1]) if n else 0
+        if 0 < runs <= 2 * n_units and n_units * k <= n:   # units stored together, few cells
+            idx = np.int32 if max(n, n_units * k) < np.iinfo(np.int32).max else np.int64
+            if inside is None:
+                rows, cells, data = np.arange(n, dtype=idx), key.astype(idx), w
+            else:
+                rows = np.flatnonzero(inside)
+                cells, data, rows = key[rows].astype(idx), w[rows], rows.astype(idx)
+            self._matrix = sparse.coo_array((data, (cells, rows)),
+                                            shape=(n_units * k, n)).tocsr()
+            self._matrix.sort_indices()                   # each cell's rows in row order
+            self._key = None
+            self._finite_w = bool(np.isfinite(w).all())
+        else:
+            self._matrix, self._key = None, key
+
+    def _matvec(self, v: np.ndarray) -> np.ndarray:
+        return (self._matrix @ v).reshape(self.n_units, self.k)
+
+    def sums(self, y: np.ndarray) -> np.ndarray:
+        """(units, domains) sums of ``w * y`` over the rows of each cell."""
+        if self._matrix is not None:
+            return self._matvec(y)
+        return _binned(self._key, self.w * y, self.n_units, self.k)
+
+    def sums_where(self, y: np.ndarray, ok: np.ndarray, *, denominators: bool = True):
+        """The general path's sums when only the rows with ``ok`` count (``y`` missing
+        elsewhere): ``y`` with 0 outside ``ok``, the domain codes (-1 outside ``ok``),
+        the (units, domains) sums of ``w * y`` and (if ``denominators``) of ``w``,
+        and the counts per domain; None (use the general path) in the one case where
+        the sums could differ, non-finite weights with the sparse matrix.
+
+        With the sparse matrix, rows outside ``ok`` add ``w * 0.0`` to their cell's
+        sum, which changes no bit of it (a sum started at +0.0 never becomes -0.0).
+        """
+        if self._matrix is not None and not self._finite_w:
+            return None
+        y0 = np.where(ok, y, 0.0)
+        dom = np.where(ok, self.codes, -1)
+        counts = _counts(dom, self.k)
+        if self._matrix is not None:
+            sn = self._matvec(y0)
+            sd = self._matvec(ok.astype(float)) if denominators else None
+        else:
+            key = np.where(ok, self._key, self.n_units * self.k)
+            sn = _binned(key, self.w * y0, self.n_units, self.k)
+            sd = _binned(key, self.w, self.n_units, self.k) if denominators else None
+        return y0, dom, sn, sd, counts
+
+
 def _qrule_math(x: np.ndarray, w: np.ndarray, p: float) -> float:
     """R's ``qrule_math``: the smallest x whose weighted CDF reaches p (no interpolation)."""
     keep = w != 0
@@ -496,6 +665,7 @@ class SurveyDesign(_Estimators):
         new = object.__new__(SurveyDesign)
         new.__dict__ = dict(self.__dict__)
         new._adjustments = list(self._adjustments)
+        new.__dict__.pop("_unit_domain_cache", None)   # built for the old weights
         return new
 
     # -- degrees of freedom ----------------------------------------------------
