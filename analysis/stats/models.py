@@ -56,17 +56,25 @@ class Family:
 
 
 def _binomial_dev(y, mu, w):
-    with np.errstate(divide="ignore", invalid="ignore"):
-        a = np.where(y > 0, y * np.log(y / mu), 0.0)
-        b = np.where(y < 1, (1 - y) * np.log((1 - y) / (1 - mu)), 0.0)
-    return 2 * w * (a + b)
+    # xlogy(x, v) = x log(v), 0 where x == 0 (R's y_log_y)
+    a = special.xlogy(y, y / mu)
+    a += special.xlogy(1 - y, (1 - y) / (1 - mu))
+    a *= w
+    a *= 2
+    return a
+
+
+def _logistic_mu_eta(eta):
+    e = np.exp(-np.abs(eta))
+    e /= (1 + e) ** 2
+    return np.maximum(e, _EPS, out=e)
 
 
 _EPS = np.finfo(float).eps
 BINOMIAL = Family(
     name="quasibinomial",
     linkinv=lambda eta: np.clip(special.expit(eta), _EPS, 1 - _EPS),
-    mu_eta=lambda eta: np.maximum(np.exp(-np.abs(eta)) / (1 + np.exp(-np.abs(eta))) ** 2, _EPS),
+    mu_eta=_logistic_mu_eta,
     variance=lambda mu: mu * (1 - mu),
     dev_resids=_binomial_dev,
     mustart=lambda y, w: (w * y + 0.5) / (w + 1),
@@ -104,11 +112,12 @@ def irls(X: np.ndarray, y: np.ndarray, prior_weights: np.ndarray, family: Family
     eta = family.link(mu)
     dev_old = float(np.sum(family.dev_resids(y, mu, prior_weights)))
     converged = False
+    buffer = np.empty_like(X, dtype=float)          # W X, reused by every iteration
     for it in range(1, maxit + 1):  # noqa: B007 (the count is returned)
         mu_eta = family.mu_eta(eta)
         z = eta + (y - mu) / mu_eta
         w = np.sqrt(prior_weights * mu_eta ** 2 / family.variance(mu))
-        coef, factor = _weighted_least_squares(X, z, w)
+        coef, factor = _weighted_least_squares(X, z, w, out=buffer)
         eta = X @ coef
         mu = family.linkinv(eta)
         dev = float(np.sum(family.dev_resids(y, mu, prior_weights)))
@@ -123,14 +132,14 @@ def irls(X: np.ndarray, y: np.ndarray, prior_weights: np.ndarray, family: Family
                       deviance=dev)
 
 
-def _weighted_least_squares(X: np.ndarray, z: np.ndarray, w: np.ndarray):
+def _weighted_least_squares(X: np.ndarray, z: np.ndarray, w: np.ndarray, *, out=None):
     """Coefficients of the weighted least-squares step and the Cholesky factor of X'W X.
 
     The normal equations are solved by Cholesky (an order of magnitude faster than a QR
     of the n x p matrix for large n); a rank-deficient X raises a clear error instead
     of returning arbitrary coefficients (``numpy.linalg.LinAlgError``, as before).
     """
-    wx = X * w[:, None]
+    wx = np.multiply(X, w[:, None], out=out)
     try:
         factor = linalg.cho_factor(wx.T @ wx, lower=False, check_finite=False)
     except linalg.LinAlgError as err:
@@ -467,12 +476,17 @@ def fit_svyglm(formula: str, *, design: SurveyDesign, family: str = "quasibinomi
         raise ValueError("the design data needs a unique index")
     data = as_categories(data, formula)
     y, X, used = model_frame(formula, data)
+    Xa = X.to_numpy()
     w = design.w[used]
     prior = w / w.mean()
-    res = irls(X.to_numpy(), y, prior, fam)
-    score = X.to_numpy() * (res.working_weights * res.working_residuals)[:, None]
-    influence = np.zeros((len(data), X.shape[1]))
-    influence[used] = score @ res.cov_unscaled
+    res = irls(Xa, y, prior, fam)
+    score = Xa * (res.working_weights * res.working_residuals)[:, None]
+    if used.all():
+        influence = score @ res.cov_unscaled
+    else:
+        influence = np.zeros((len(data), X.shape[1]))
+        influence[np.flatnonzero(used)] = score @ res.cov_unscaled
+    del score
     vcov = design.variance(influence)
     p = X.shape[1]
     return ModelFit(
@@ -481,7 +495,7 @@ def fit_svyglm(formula: str, *, design: SurveyDesign, family: str = "quasibinomi
         vcov=pd.DataFrame(vcov, index=X.columns, columns=X.columns),
         df_resid=design.domain_degrees_of_freedom(used) + 1 - p, used=used,
         design_info=X.design_info, beta_influence=influence, irls=res,
-        extra={"_X": X.to_numpy(), "_data": data})
+        extra={"_X": Xa, "_data": data})
 
 
 # ---------------------------------------------------------------------------
