@@ -74,7 +74,7 @@ def write_summary(results: dict, path: Path) -> Path:
     if data["synthetic"]:
         lines += ["> **SYNTHETIC DATA.** These numbers come from the project's simulated "
                   "study, not from real districts. Do not cite them as findings.", ""]
-    lines += [f"Survey of {data['n_teachers']:,} teachers in {data['n_districts']} districts "
+    lines += [f"Survey of {data['n_teachers']:,} teachers in {data['n_districts']:,} districts "
               f"({data['n_schools']:,} schools), weighted to the population and analysed "
               "with design-based methods. All results are associations, not causal effects.",
               "", "## Findings", ""]
@@ -118,7 +118,7 @@ th{background:#f4f6f8} td.num{text-align:right;font-variant-numeric:tabular-nums
 font-weight:600;border-radius:6px} figure{margin:1.5em 0} figure img{max-width:100%;
 border:1px solid #eee} figcaption{font-size:.85em;color:#555} .verdict-supported{color:#0a6b2d;
 font-weight:600} .verdict-not{color:#9b1c1c;font-weight:600} .muted{color:#666;font-size:.9em}
-code{background:#f4f4f4;padding:0 .2em}
+code{background:#f4f4f4;padding:0 .2em} .ci{white-space:nowrap}
 """
 
 
@@ -144,7 +144,7 @@ def _figure_html(fig_dir: Path, name: str, caption: str) -> str:
     alt = (fig_dir / f"{name}.txt").read_text().strip() if (fig_dir / f"{name}.txt").exists() \
         else caption
     data = base64.b64encode(png.read_bytes()).decode("ascii")
-    style = ' style="max-width:62%"' if name == "cleaning_flow" else ""
+    style = ' style="max-width:75%"' if name == "cleaning_flow" else ""
     return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(alt)}"{style}>'
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
@@ -172,15 +172,16 @@ def write_html(results: dict, reports_dir: Path) -> Path:
         "A or higher), and under which conditions (hypotheses H1-H8)?</p>",
         "<h2>Data</h2>",
         f"<p>{data['n_teachers']:,} teachers in {data['n_schools']:,} schools of "
-        f"{data['n_districts']} districts answered; the district survey, the teacher survey "
+        f"{data['n_districts']:,} districts answered; the district survey, the teacher survey "
         "and the sampling frame were cleaned with an audited pipeline.</p>",
         figs["cleaning_flow"],
         "<h2>Methods</h2>",
         f"<p>Design-based logistic regression (M1) of non-substitutive use on the support "
         f"model, adjusted for district poverty, size, locale, technology spending and device "
-        f"ratio, and teacher experience, grade band and subject; weights {design['weights']}, "
-        f"{design['n_strata']} strata, {design['n_psu']} district PSUs, finite-population "
-        f"correction, Taylor linearisation, t-based inference on {m1['df_residual']} residual "
+        f"ratio, and teacher experience, grade band and subject; survey weights (column "
+        f"<code>{design['weights']}</code>), {design['n_strata']} strata, "
+        f"{design['n_psu']:,} district PSUs, finite-population correction, Taylor "
+        f"linearisation, t-based inference on {m1['df_residual']:,} residual "
         f"degrees of freedom (n = {m1['n']:,}). Average marginal effects (AMEs) compare each "
         "model with Tech Support Only in percentage points; pairwise contrasts and the "
         "confirmatory hypotheses are Holm-adjusted. Coefficients agree with R's "
@@ -188,7 +189,8 @@ def write_html(results: dict, reports_dir: Path) -> Path:
         "<h2>Results</h2>", figs["adjusted_rates_by_model"]]
     rows = [[html.escape(_short(a["support_model"])), _fmt(a["estimate_pp"]),
              "" if a["estimate_pp"] is None else f"[{a['ci_low_pp']:.1f}, {a['ci_high_pp']:.1f}]",
-             "" if a["p_value"] is None else apa_p(a["p_value"]), a["n"] if a["n"] else ""]
+             "" if a["p_value"] is None else apa_p(a["p_value"]),
+             f"{a['n']:,}" if a["n"] else ""]
             for a in results["ame"]["M1"]]
     parts.append(_table(["Support model", "AME (pp)", "95% CI", "p", "Teachers"], rows,
                         numeric={1, 3, 4}))
@@ -197,18 +199,19 @@ def write_html(results: dict, reports_dir: Path) -> Path:
         cls = "verdict-supported" if h["verdict"] == "supported" else (
             "verdict-not" if h["verdict"] == "not supported" else "")
         hyp_rows.append([h["id"], html.escape(h["statement"]), _fmt(h["estimate"], 2),
+                         html.escape(str(h.get("units") or "")),
                          "" if h["estimate"] is None else
-                         f"[{h['ci_low']:.2f}, {h['ci_high']:.2f}]",
+                         f"<span class=\"ci\">[{h['ci_low']:.2f}, {h['ci_high']:.2f}]</span>",
                          "" if h["p_adjusted"] is None else apa_p(h["p_adjusted"]),
                          f"<span class=\"{cls}\">{html.escape(h['verdict'])}</span>"])
     parts += ["<h3>Hypotheses</h3>",
-              _table(["ID", "Hypothesis", "Estimate", "95% CI", "p (Holm)", "Verdict"],
-                     hyp_rows, numeric={2, 4}),
-              "<p class=\"muted\">Estimates in percentage points for H1, H2 and H8, "
-              "percentage points per grade step for H3, and log-odds interactions for "
-              "H4-H7.</p>",
+              _table(["ID", "Hypothesis", "Estimate", "Units", "95% CI", "p (Holm)",
+                      "Verdict"], hyp_rows, numeric={2, 5}),
               figs["samr_by_model"], figs["pairwise_contrasts"], figs["moderation"],
-              figs["cost_effectiveness"]]
+              figs["cost_effectiveness"],
+              "<p class=\"muted\">A ratio is positive both for a model that spends more "
+              "and gains and for one that spends less and loses (Pay and Pray): each label "
+              "gives the gain and the spending difference behind it.</p>"]
     if results.get("reliability"):
         rel_rows = [[html.escape(r["scale"].replace("_", " ")), f"{r['alpha']:.2f}",
                      f"{r['omega']:.2f}",

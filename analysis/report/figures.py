@@ -74,7 +74,7 @@ def adjusted_rates_figure(rates: pd.DataFrame, out_base: Path, *, synthetic: boo
         ax.text(50, yy, "suppressed (too few teachers or districts)", fontsize=7.5,
                 ha="center", va="center", color="grey")
     ax.set_yticks(list(y))
-    ax.set_yticklabels([f"{r.label}\n(n = {r.n_teachers:,} teachers, {r.n_districts} districts)"
+    ax.set_yticklabels([f"{r.label}\n(n = {r.n_teachers:,} teachers, {r.n_districts:,} districts)"
                         for r in rates.itertuples()], fontsize=8.5)
     ax.set_xlabel("Teachers whose students use technology beyond substitution (%, adjusted)")
     ax.set_xlim(0, 100)
@@ -82,7 +82,7 @@ def adjusted_rates_figure(rates: pd.DataFrame, out_base: Path, *, synthetic: boo
     fig.text(0.01, 0.965, "Adjusted rate of non-substitutive technology use, by support model",
              fontsize=11.5, weight="bold", ha="left", va="top")
     fig.text(0.01, 0.905, f"Model M1, design-based 95% confidence intervals; {n_teachers:,} "
-                          f"teachers in {n_districts} districts", fontsize=8.5,
+                          f"teachers in {n_districts:,} districts", fontsize=8.5,
              color="#444444", ha="left", va="top")
     fig.tight_layout(rect=(0, 0.04, 1, 0.87))
     _marks(fig, synthetic=synthetic, stamp=stamp)
@@ -232,8 +232,9 @@ def moderation_figure(mod: pd.DataFrame, out_base: Path, *, titles: dict[str, st
         ax.set_xticklabels(labels, fontsize=7, rotation=15)
         ax.set_title(titles.get(hid, hid), fontsize=8.5)
         ax.set_ylabel("AME (pp)", fontsize=8)
-        if len(models) > 1:
-            ax.legend(fontsize=6.5, frameon=False)
+        if len(models) > 1:                 # below the panel, clear of the points
+            ax.legend(fontsize=6.5, frameon=False, loc="upper center", ncol=3,
+                      bbox_to_anchor=(0.5, -0.2), columnspacing=1.0, handlelength=1.5)
     for ax in flat[len(ids):]:
         ax.set_axis_off()
     alt = ("Panels of conditional average marginal effects (percentage points, against tech "
@@ -285,7 +286,7 @@ def power_curve_figure(curve: pd.DataFrame, out_base: Path, *, current: int,
         ax.plot(part["n_districts"], part["mdes_pp"], color=PALETTE[k % len(PALETTE)],
                 label=labels.get(m, m), lw=1.6)
     ax.axvline(current, color="#888888", lw=0.8, ls="--")
-    ax.text(current, ax.get_ylim()[1] * 0.95, f" this study: {current} districts", fontsize=7.5,
+    ax.text(current, ax.get_ylim()[1] * 0.95, f" this study: {current:,} districts", fontsize=7.5,
             va="top")
     ax.set_xlabel("Responding districts (all models together)")
     ax.set_ylabel("Minimum detectable AME (percentage points)")

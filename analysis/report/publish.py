@@ -16,10 +16,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from analysis import config
 from analysis.errors import InputError
@@ -170,6 +175,31 @@ def _records(df: pd.DataFrame) -> list[dict]:
 def build_results(teachers: pd.DataFrame, districts: pd.DataFrame, manifest: dict
                   ) -> tuple[dict, dict]:
     """results.json content, and the intermediate tables the figures need."""
+    with _background(teachers) as pending, threadpool_limits(1):
+        results, parts = _main_results(teachers, districts, manifest)
+        results.update(robustness_and_power(teachers, **{k: f.result()
+                                                         for k, f in pending.items()}))
+    return results, parts
+
+
+@contextmanager
+def _background(teachers: pd.DataFrame, workers: int | None = None):
+    """Start the two long robustness parts (multiple imputation, multiverse) in worker
+    processes while the caller fits the models; yields ``{"mi": future, "curve":
+    future}`` (empty with one CPU: they then run in ``robustness_results``)."""
+    from analysis.stats.robustness import multiple_imputation_task, multiverse
+
+    workers = workers or min(2, os.cpu_count() or 1)
+    if workers < 2:
+        yield {}
+        return
+    with ProcessPoolExecutor(max_workers=2, mp_context=get_context("spawn")) as pool:
+        yield {"mi": pool.submit(multiple_imputation_task, teachers, 20, config.SEED),
+               "curve": pool.submit(multiverse, teachers)}
+
+
+def _main_results(teachers: pd.DataFrame, districts: pd.DataFrame, manifest: dict
+                  ) -> tuple[dict, dict]:
     cb = load_codebook()
     spec = load_hypotheses()
     fits = fit_models(teachers, None, spec)
@@ -218,17 +248,18 @@ def build_results(teachers: pd.DataFrame, districts: pd.DataFrame, manifest: dic
         "reliability": _records(alt_parts["reliability"]),
         "icc": alt_parts["icc"],
     }
-    results.update(robustness_and_power(teachers))
     return results, {"fit": m1, "rates": rates, "hypotheses": hyp}
 
 
-def robustness_and_power(teachers: pd.DataFrame) -> dict:
+def robustness_and_power(teachers: pd.DataFrame, **done) -> dict:
     """The ``robustness`` and ``power`` keys of results.json (sensitivity of the
-    support-model associations, and analytic power for the bundled design)."""
+    support-model associations, and analytic power for the bundled design);
+    ``done`` passes parts computed elsewhere on to ``robustness_results``."""
     from analysis.stats.power import power_results
     from analysis.stats.robustness import robustness_results
 
-    return {"robustness": robustness_results(teachers), "power": power_results(teachers)}
+    return {"robustness": robustness_results(teachers, seed=config.SEED, **done),
+            "power": power_results(teachers)}
 
 
 # ---------------------------------------------------------------------------
@@ -552,10 +583,12 @@ def write_figures(results: dict, cells: pd.DataFrame, samr: pd.DataFrame, flow: 
             labels=labels, synthetic=synthetic, stamp=st)
     if results.get("power", {}).get("parameters"):
         written += figures.power_curve_figure(
-            power_curve(results["power"]["parameters"]), fig_dir / "power_curve",
+            power_curve(results["power"]["parameters"],
+                        grid=_district_grid(int(results["power"]["parameters"]["n_districts"]))),
+            fig_dir / "power_curve",
             current=int(results["power"]["parameters"]["n_districts"]), labels=labels,
             synthetic=synthetic, stamp=st)
-    ce = pd.DataFrame([{"label": _label(r["support_model"]), "estimate": r["estimate"],
+    ce = pd.DataFrame([{"label": _cost_label(r), "estimate": r["estimate"],
                         "ci_low": r["ci_low"], "ci_high": r["ci_high"]}
                        for r in results["cost_effectiveness"]])
     written += figures.forest_figure(
@@ -564,9 +597,27 @@ def write_figures(results: dict, cells: pd.DataFrame, samr: pd.DataFrame, flow: 
                  "spending, against Tech Support Only",
         xlabel="Percentage points per 100 USD per pupil",
         alt="Forest plot of the adjusted gain in non-substitutive use per 100 USD of per-pupil "
-            "support spending for each support model against Tech Support Only, with 95% CIs.",
+            "support spending for each support model against Tech Support Only, with 95% CIs; "
+            "each label gives the gain and the spending difference behind the ratio (a model "
+            "that spends less and does worse also has a positive ratio).",
         synthetic=synthetic, stamp=st)
     return written
+
+
+def _cost_label(r: dict) -> str:
+    """A model's label with the gain and the spending behind its ratio: a model that
+    spends less and does worse has a positive ratio too (points lost per 100 USD saved)."""
+    label = _label(r["support_model"])
+    if r.get("ame_pp") is None or r.get("spending_difference") is None:
+        return label
+    return (f"{label}\n{r['ame_pp']:+.1f} pp for {r['spending_difference']:+.0f} USD "
+            "per pupil")
+
+
+def _district_grid(current: int, step: int = 20) -> range:
+    """Numbers of districts for the power curve: from 60 to well past this study's."""
+    top = max(1000, int(math.ceil(1.5 * current / 100.0)) * 100)
+    return range(60, top + 1, step)
 
 
 def power_curve(p: dict, grid=range(60, 1001, 20)) -> pd.DataFrame:
