@@ -9,7 +9,8 @@ Times (median of 3 after a warm-up) of
   cluster-robust covariance, on prepared arrays (design matrix built beforehand);
 - ours: AMEs of the six support models with design-based delta-method CIs, as a ratio
   to one M1 fit;
-- R: ``svydesign`` + ``svyglm`` on the same data, where R is installed.
+- R: ``svydesign`` + ``svyglm`` on the same data (median of 3 after a warm-up), where R
+  is installed.
 Writes reports/bench/bench_models.json.
 """
 
@@ -94,9 +95,10 @@ def r_svyglm_seconds(df: pd.DataFrame, formula: str) -> float | None:
         script = (
             f"suppressMessages(library(survey)); d <- read.csv('{path}');"
             f"f <- non_substitutive ~ {rhs};"
-            "t <- system.time({des <- svydesign(ids=~district_id, strata=~stratum, "
+            "fit <- function() {des <- svydesign(ids=~district_id, strata=~stratum, "
             "fpc=~fpc_districts, weights=~weight, data=d); "
-            "g <- svyglm(f, design=des, family=quasibinomial())})['elapsed']; cat(t)")
+            "svyglm(f, design=des, family=quasibinomial())}; invisible(fit()); "
+            "t <- replicate(3, system.time(fit())['elapsed']); cat(median(t))")
         out = subprocess.run(["Rscript", "-e", script], capture_output=True, text=True)
         return float(out.stdout.split()[-1]) if out.returncode == 0 else None
 

@@ -81,7 +81,7 @@ def main(argv=None) -> dict:
     _run("bench_pipeline.py", *(["--skip-large"] if q else []),
          "--out", str(OUT / "bench_pipeline.json"))
     results["pipeline"] = json.loads((OUT / "bench_pipeline.json").read_text())
-    _run("bench_power.py", "--replications", "20" if q else "200",
+    _run("bench_power.py", "--replications", "10" if q else "30",
          "--out", str(OUT / "bench_power.json"))
     results["power"] = json.loads((OUT / "bench_power.json").read_text())
 
