@@ -1225,7 +1225,8 @@ def _flag_masks(data: pd.DataFrame) -> dict[str, np.ndarray]:
 def multiverse(teachers: pd.DataFrame, *, outcomes=None, covariates=None,
                variance=MULTIVERSE_VARIANCE, weights=MULTIVERSE_WEIGHTS,
                flagged=MULTIVERSE_FLAGGED, levels=None,
-               alpha: float = 0.05, progress: bool = False) -> pd.DataFrame:
+               alpha: float = 0.05, progress: bool = False, workers: int = 1,
+               backend: str = "loky", client=None) -> pd.DataFrame:
     """Specification curve: the AMEs of ``levels`` under every combination of choices.
 
     Choices (each a keyword, a subset of the module constants):
@@ -1249,6 +1250,13 @@ def multiverse(teachers: pd.DataFrame, *, outcomes=None, covariates=None,
     three variance methods reuse that fit. Subsets are domains of the full
     design (their PSUs and strata kept), as ``fit_svyglm`` does.
 
+    The specifications are computed in blocks, one per (outcome, covariates),
+    which are independent: ``workers`` > 1 runs the blocks in joblib processes
+    (``backend="loky"``), and ``backend="dask"`` runs the same block function on
+    a ``dask.distributed`` cluster (``client`` if given, else a local cluster of
+    ``workers`` processes). The rows and numbers do not depend on where the
+    blocks ran.
+
     Returns
     -------
     DataFrame
@@ -1262,61 +1270,99 @@ def multiverse(teachers: pd.DataFrame, *, outcomes=None, covariates=None,
     outcomes = list(outcomes or MULTIVERSE_OUTCOMES)
     covariates = list(covariates or MULTIVERSE_COVARIATES)
     data = _multiverse_data(teachers)
+    blocks = list(product(outcomes, covariates))
+    kw = {"weights": list(weights), "flagged": list(flagged), "variance": list(variance),
+          "levels": levels, "alpha": alpha}
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(blocks), desc="multiverse", unit="block", disable=not progress)
+    if backend == "dask":
+        from dask.distributed import Client, LocalCluster
+
+        own = client is None
+        if own:
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True)
+            client = Client(cluster)
+        try:
+            shared = client.scatter(data, broadcast=True)
+            futures = [client.submit(_multiverse_block, shared, o, c, pure=False, **kw)
+                       for o, c in blocks]
+            parts = []
+            for f in futures:
+                parts.append(f.result())
+                bar.update()
+        finally:
+            if own:
+                client.close()
+                cluster.close()
+    elif backend != "loky":
+        raise ValueError("backend must be 'loky' or 'dask'")
+    elif workers > 1:
+        from joblib import Parallel, delayed
+
+        parts = []
+        for part in Parallel(n_jobs=workers, backend="loky", return_as="generator")(
+                delayed(_multiverse_block)(data, o, c, **kw) for o, c in blocks):
+            parts.append(part)
+            bar.update()
+    else:
+        parts = []
+        for o, c in blocks:
+            parts.append(_multiverse_block(data, o, c, **kw))
+            bar.update()
+    bar.close()
+    out = pd.DataFrame([row for part in parts for row in part])
+    out.attrs["runtime_s"] = time.perf_counter() - start
+    return out
+
+
+def _multiverse_block(data: pd.DataFrame, outcome: str, cov: str, *, weights, flagged,
+                      variance, levels, alpha) -> list[dict]:
+    """The specifications of one (outcome, covariates) block of :func:`multiverse`: one
+    fit per (weights, flagged), each with every variance method."""
     masks = _flag_masks(data)
     ref = _reference()
     m1_rhs = _m1_formula().split("~", 1)[1].strip()
     support = f'C(support_model, Treatment("{ref}"))'
-    designs, replicates = {}, {}
-    for wname in weights:
-        col = {"survey": "weight", "unweighted": "weight_unweighted",
-               "trimmed": "weight_trimmed"}[wname]
-        for kind in {"taylor"} | ({"cluster"} & set(variance)):
-            designs[wname, kind] = _study_design(data, weights=col, variance=kind)
-        if "jackknife" in variance:
-            replicates[wname] = designs[wname, "taylor"].replicate("JKn")
     rows = []
-    combos = list(product(outcomes, covariates, weights, flagged))
-    from tqdm.auto import tqdm
-
-    with threadpool_limits(1):
-        problems = {}
-        for outcome, cov in {(o, c) for o, c, _, _ in combos}:
-            rhs = m1_rhs if MULTIVERSE_COVARIATES[cov] is None else " + ".join(
-                [support] + ([MULTIVERSE_COVARIATES[cov]] if MULTIVERSE_COVARIATES[cov]
-                             else []))
-            problems[outcome, cov] = LogitProblem.build(
-                f"{MULTIVERSE_OUTCOMES[outcome]} ~ {rhs}", data)
-        for outcome, cov, wname, flag in tqdm(combos, desc="multiverse", unit="fit",
-                                              disable=not progress):
-            prob = problems[outcome, cov].subset(masks[flag])
-            base = designs[wname, "taylor"]
-            fit = prob.fit(base)
-            for v in variance:
-                if v == "jackknife":
-                    rep_cov = prob.replicate_ame_variance(fit, replicates[wname],
-                                                          reference=ref)
-                    ame = prob.ame(fit, base, reference=ref, cov=rep_cov)
-                elif v == "cluster":
-                    d = designs[wname, "cluster"]
-                    cfit = LogitFit(fit.coef, fit.rows, fit.weights, fit.influence,
-                                    d.domain_degrees_of_freedom(_mask(fit.rows, len(data)))
-                                    + 1 - len(fit.coef))
-                    ame = prob.ame(cfit, d, reference=ref)
-                else:
-                    ame = prob.ame(fit, base, reference=ref)
-                ame = ame.set_index("support_model")
-                row = {"outcome": outcome, "covariates": cov, "variance": v,
-                       "weights": wname, "flagged": flag, "n": int(len(fit.rows))}
-                for lv in levels:
-                    a = ame.loc[lv]
-                    row.update({f"{lv}_estimate": a["estimate"], f"{lv}_ci_low": a["ci_low"],
-                                f"{lv}_ci_high": a["ci_high"], f"{lv}_p_value": a["p_value"],
-                                f"positive_significant_{lv}": bool(
-                                    a["estimate"] > 0 and a["p_value"] < alpha)})
-                rows.append(row)
-    out = pd.DataFrame(rows)
-    out.attrs["runtime_s"] = time.perf_counter() - start
-    return out
+    with threadpool_limits(1):          # many small problems: one BLAS thread is fastest
+        rhs = m1_rhs if MULTIVERSE_COVARIATES[cov] is None else " + ".join(
+            [support] + ([MULTIVERSE_COVARIATES[cov]] if MULTIVERSE_COVARIATES[cov] else []))
+        problem = LogitProblem.build(f"{MULTIVERSE_OUTCOMES[outcome]} ~ {rhs}", data)
+        for wname in weights:
+            col = {"survey": "weight", "unweighted": "weight_unweighted",
+                   "trimmed": "weight_trimmed"}[wname]
+            base = _study_design(data, weights=col)
+            cluster = _study_design(data, weights=col, variance="cluster") \
+                if "cluster" in variance else None
+            replicates = base.replicate("JKn") if "jackknife" in variance else None
+            for flag in flagged:
+                prob = problem.subset(masks[flag])
+                fit = prob.fit(base)
+                for v in variance:
+                    if v == "jackknife":
+                        rep_cov = prob.replicate_ame_variance(fit, replicates, reference=ref)
+                        ame = prob.ame(fit, base, reference=ref, cov=rep_cov)
+                    elif v == "cluster":
+                        cfit = LogitFit(fit.coef, fit.rows, fit.weights, fit.influence,
+                                        cluster.domain_degrees_of_freedom(
+                                            _mask(fit.rows, len(data))) + 1 - len(fit.coef))
+                        ame = prob.ame(cfit, cluster, reference=ref)
+                    else:
+                        ame = prob.ame(fit, base, reference=ref)
+                    ame = ame.set_index("support_model")
+                    row = {"outcome": outcome, "covariates": cov, "variance": v,
+                           "weights": wname, "flagged": flag, "n": int(len(fit.rows))}
+                    for lv in levels:
+                        a = ame.loc[lv]
+                        row.update({f"{lv}_estimate": a["estimate"],
+                                    f"{lv}_ci_low": a["ci_low"],
+                                    f"{lv}_ci_high": a["ci_high"],
+                                    f"{lv}_p_value": a["p_value"],
+                                    f"positive_significant_{lv}": bool(
+                                        a["estimate"] > 0 and a["p_value"] < alpha)})
+                    rows.append(row)
+    return rows
 
 
 def _mask(rows: np.ndarray, n: int) -> np.ndarray:

@@ -303,6 +303,23 @@ def test_multiverse_grid_and_rows(m1_data):
     assert 0 <= s["coaching"]["share_positive_significant"] <= s["coaching"]["share_positive"]
 
 
+def test_multiverse_blocks_give_the_same_rows_in_processes_and_on_dask(m1_data):
+    """The (outcome, covariates) blocks are independent: joblib processes and a local
+    Dask cluster return the serial rows, in the same order, to the last bit."""
+    kw = dict(outcomes=["non_substitutive", "transformative"], covariates=["none", "M1"],
+              weights=["survey"], flagged=["as_cleaned"], variance=["taylor", "jackknife"])
+    serial = rb.multiverse(m1_data, **kw)
+    assert len(serial) == 2 * 2 * 2
+    assert serial[["outcome", "covariates"]].drop_duplicates().values.tolist() == [
+        ["non_substitutive", "none"], ["non_substitutive", "M1"],
+        ["transformative", "none"], ["transformative", "M1"]]
+    pd.testing.assert_frame_equal(rb.multiverse(m1_data, workers=2, **kw), serial)
+    pd.testing.assert_frame_equal(rb.multiverse(m1_data, workers=2, backend="dask", **kw),
+                                  serial)
+    with pytest.raises(ValueError, match="backend"):
+        rb.multiverse(m1_data, backend="spark", **kw)
+
+
 def test_cluster_variance_is_the_unstratified_design(m1_data):
     data = rb._multiverse_data(m1_data)
     curve = rb.multiverse(m1_data, outcomes=["non_substitutive"], covariates=["M1"],
