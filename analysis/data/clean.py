@@ -228,7 +228,7 @@ def parse_numbers(text: pd.Series) -> pd.Series:
         values = pc.cast(pc.if_else(ok, arr, null), pa.float64())
     out = values.to_numpy(zero_copy_only=False).astype(float)
     out[~np.isfinite(out)] = np.nan                       # 1e400 is no answer either
-    return pd.Series(out, index=text.index)
+    return pd.Series(out, index=text.index, copy=False)
 
 
 def factorize(values: pd.Series, *, sort: bool = False):
@@ -270,7 +270,7 @@ def map_unique(values: pd.Series, func) -> pd.Series:
     """
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
     out = np.array([func(u) for u in uniques] + [func("")], dtype=object)
-    return pd.Series(out[codes], index=values.index)
+    return pd.Series(out[codes], index=values.index, copy=False)
 
 
 def _scale_series(matched: list, codes: np.ndarray, mapping: dict, index) -> pd.Series:
@@ -280,14 +280,14 @@ def _scale_series(matched: list, codes: np.ndarray, mapping: dict, index) -> pd.
     values = list(dict.fromkeys(mapping.values()))
     if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
         table = np.array([np.nan if m is None else m for m in matched] + [np.nan], dtype=float)
-        return pd.Series(table[codes], index=index)
+        return pd.Series(table[codes], index=index, copy=False)
     if all(isinstance(v, str) for v in values):
         position = {v: k for k, v in enumerate(values)}
         table = np.array([position.get(m, -1) for m in matched] + [-1], dtype=np.int64)
         return pd.Series(pd.Categorical.from_codes(table[codes], categories=values),
                          index=index)
     table = np.array(matched + [None], dtype=object)
-    return pd.Series(table[codes], index=index, dtype=object)
+    return pd.Series(table[codes], index=index, dtype=object, copy=False)
 
 
 def _as_number(value) -> float | None:
@@ -501,7 +501,9 @@ def _typed(cleaner: Cleaner, df: pd.DataFrame, source: str, src: Source,
             out[v] = cleaner.booleans(df, v, src=src)
         else:
             out[v] = df[v]
-    return pd.DataFrame(out, index=df.index)
+    # copy=False: the columns are fresh arrays; not stacking them into 2-D blocks saves a
+    # copy of every numeric column (the values are the same either way)
+    return pd.DataFrame(out, index=df.index, copy=False)
 
 
 def _source(export: SurveyExport, id_col: str) -> Source:
@@ -624,7 +626,7 @@ def _components(df: pd.DataFrame, cleaner: Cleaner, src: Source) -> pd.Series:
     table = np.empty(len(parsed), dtype=object)
     for k, codes_k in enumerate(parsed):
         table[k] = codes_k
-    result = pd.Series(table[cells], index=df.index)
+    result = pd.Series(table[cells], index=df.index, copy=False)
     bad = np.array(unknown, dtype=object)[cells]
     has_bad = bad != ""
     old = safe_text(pd.Series(bad, index=df.index), limit=cleaner.cb.cleaning["max_logged_text"])
@@ -809,26 +811,34 @@ def _duplicates(t: pd.DataFrame, window_minutes: float, *, rows=None) -> pd.Seri
     source_row = t[ROW_COLUMN].to_numpy()[rows]
     email = np.where((t["_email_key"] == "").to_numpy(), -1,
                      factorize(t["_email_key"].astype("str"))[0])[rows]
-    place = np.zeros(n, dtype=np.int64)                 # district, school and IP in one code
+    # district, school and IP in one code (only equal or not matters, not its value)
+    place, bound = np.zeros(n, dtype=np.int64), 1
     for key in ("district_id", "school_id", "_ip_key"):
         codes, uniques = factorize(t[key].astype("str"))
-        place = pd.factorize(place * (len(uniques) + 1) + codes[rows] + 1)[0]  # stays < n
+        if bound * (len(uniques) + 1) >= 2**62:         # renumber first: stays < n
+            place, bound = pd.factorize(place)[0], max(n, 1)
+        place = place * (len(uniques) + 1) + codes[rows] + 1
+        bound *= len(uniques) + 1
     has_ip = (t["_ip_key"] != "").to_numpy()[rows]
     dup = np.zeros(n, dtype=bool)
+    # rows in file order (the usual case): a stable sort keeps ties in row order already
+    in_file_order = bool((np.diff(source_row) > 0).all())
     # same e-mail: every submission but the last
-    order = np.lexsort((source_row, when))                  # by date, then row
+    order = (np.argsort(when, kind="stable") if in_file_order     # by date, then row
+             else np.lexsort((source_row, when)))
     by_email = order[email[order] >= 0]
     later = pd.Series(email[by_email]).duplicated(keep="last").to_numpy()
     dup[by_email[later]] = True
     # same district, school and IP: a submission followed by another within the window
-    grouped = np.lexsort((source_row, when, place))
+    grouped = (np.lexsort((when, place)) if in_file_order
+               else np.lexsort((source_row, when, place)))
     first, second = grouped[:-1], grouped[1:]
     window = int(pd.Timedelta(minutes=window_minutes).value)
     soon = (place[first] == place[second]) & (when[second] - when[first] <= window)
     dup[first[soon & has_ip[first] & (when[first] != missing)]] = True
     out = np.zeros(len(t), dtype=bool)
     out[rows] = dup
-    return pd.Series(out, index=t.index)
+    return pd.Series(out, index=t.index, copy=False)
 
 
 # ---------------------------------------------------------------------------
@@ -955,7 +965,10 @@ def lookup_join(left: pd.DataFrame, right: pd.DataFrame, *, on: str) -> pd.DataF
     """
     if not right[on].is_unique:
         raise ValueError(f"lookup_join: {on!r} is not unique in the right table")
-    looked_up = right.set_index(on).reindex(left[on].to_numpy())
+    # reindex once per distinct key (a few thousand), then one take per column: the
+    # same values and dtypes as reindexing by every row's key
+    codes, uniques = pd.factorize(left[on], use_na_sentinel=False)
+    looked_up = right.set_index(on).reindex(np.asarray(uniques, dtype=object)).take(codes)
     looked_up.index = left.index
     return pd.concat([left, looked_up], axis=1)
 
@@ -984,16 +997,20 @@ def sort_order(data: pd.DataFrame, by: list[str], *, rows=None) -> np.ndarray:
     import pyarrow.compute as pc
 
     rows = np.arange(len(data)) if rows is None else np.asarray(rows)
-    codes = []
+    # one stable sort per key, last key first (so the first key decides): Arrow's sort
+    # of the text for a mostly distinct key, a sort of small integer codes otherwise
+    order = np.arange(len(rows))
     for k in reversed(by):
         values = data[k].astype("str")
         head = values.iloc[:1000]
         if head.nunique() > len(head) // 2:              # mostly distinct: Arrow's sort
-            rank = pc.rank(pa.array(values), sort_keys="ascending", tiebreaker="dense")
-            codes.append(rank.to_numpy().astype(np.int64)[rows])
+            taken = pa.array(values).take(pa.array(rows[order]))
+            step = pc.sort_indices(taken).to_numpy()         # nulls last, as pc.rank
         else:
-            codes.append(factorize(values, sort=True)[0][rows])
-    return np.lexsort(codes) if codes else np.arange(len(rows))
+            codes = factorize(values, sort=True)[0]
+            step = np.argsort(codes[rows[order]], kind="stable")
+        order = order[step]
+    return order
 
 
 def _categoricals(df: pd.DataFrame, cb: Codebook) -> pd.DataFrame:

@@ -354,7 +354,10 @@ def read_text_table(path: Path, cb: Codebook | None = None) -> TextTable:
             parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True,
                                              ignore_empty_lines=False,
                                              invalid_row_handler=invalid),
-            convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
+            # large_string: the storage of pandas' ``str`` dtype, so that ``to_pandas``
+            # does not copy every column once more to widen its offsets
+            convert_options=pacsv.ConvertOptions(column_types={n: pa.large_string()
+                                                               for n in names},
                                                  strings_can_be_null=False,
                                                  quoted_strings_can_be_null=False))
 
