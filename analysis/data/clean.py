@@ -127,9 +127,13 @@ def safe_text(values: pd.Series, *, limit: int) -> pd.Series:
     ['Agree', '<redacted>', '<redacted>']
     """
     text = values.astype(str)
-    personal = (text.str.contains(_EMAIL) | text.str.contains(_IP) | text.str.contains(_URL)
-                | (text.str.len() > limit))
-    return text.where(~personal, REDACTED)
+    codes, uniques = pd.factorize(text)          # the checks once per distinct value
+    u = pd.Series(uniques, dtype=object).astype(str)
+    personal = (u.str.contains(_EMAIL) | u.str.contains(_IP) | u.str.contains(_URL)
+                | (u.str.len() > limit)).to_numpy()
+    if not personal.any():
+        return text
+    return text.where(~personal[codes], REDACTED)
 
 
 def normalise_label(value) -> str:
