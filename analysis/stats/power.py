@@ -435,22 +435,15 @@ def simulate_power(replications: int = 200, *, scenario: str = "default", seed: 
             parts.append(part)
             bar.update()
     elif backend == "dask":
-        from dask.distributed import Client, LocalCluster, as_completed
+        from dask.distributed import as_completed
 
-        own = client is None
-        if own:
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=None)
-            client = Client(cluster)
-        try:
-            futures = client.map(simulate_replication, seeds, pure=False, **kw)
+        from analysis.stats.parallel import dask_client
+
+        with dask_client(client, workers) as dc:
+            futures = dc.map(simulate_replication, seeds, pure=False, **kw)
             for fut in as_completed(futures):
                 parts.append(fut.result())
                 bar.update()
-        finally:
-            if own:
-                client.close()
-                cluster.close()
     else:
         raise ValueError("backend must be 'loky' or 'dask'")
     bar.close()

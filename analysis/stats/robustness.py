@@ -47,7 +47,7 @@ import patsy
 from scipy import special, stats
 from threadpoolctl import threadpool_limits
 
-from analysis.stats.design import SurveyDesign
+from analysis.stats.design import SurveyDesign, group_sums
 from analysis.stats.models import BINOMIAL, irls, model_data
 from analysis.study.codebook import load_codebook
 
@@ -342,7 +342,7 @@ class LogitProblem:
         # stratum sums (a last "stratum" collects the rest) of score, information and
         # third derivatives at the full fit; full-sample sums are their totals
         code = np.where(stratum >= 0, stratum, n_s)
-        g_s = _sums_by(code, X * (w * (y - mu))[:, None], n_s + 1)
+        g_s = group_sums(code, X * (w * (y - mu))[:, None], n_s + 1)
         H_s = _gram_by(code, X, w * v, n_s + 1)
         T_s = _third_by(code, X, w * v * (1 - 2 * mu), n_s + 1)      # (k, p, p*p)
         g0, H0, T0 = g_s.sum(0), H_s.sum(0), T_s.sum(0)
@@ -354,7 +354,7 @@ class LogitProblem:
         drep = rep_of_row[drow]
         dw = -(1.0 + c[drep]) * w[drow]
         Xd = X[drow]
-        H_d = _sums_by(drep, _outer(Xd, dw * v[drow]), n_rep).reshape(-1, p, p)
+        H_d = group_sums(drep, _outer(Xd, dw * v[drow]), n_rep).reshape(-1, p, p)
         H = H0[None] + c[:, None, None] * H_s[rep_s] + H_d
         Hinv, singular = _inverse(H)
         Hinv[singular] = 0.0                 # left at the full fit, refitted exactly below
@@ -367,7 +367,7 @@ class LogitProblem:
                 local[:, reps] -= 0.5 * (T_s[k] @ DD[:, reps])
             score = g0[:, None] - H0 @ D - 0.5 * (T0 @ DD) + c * local
             pd_ = special.expit(eta[drow] + np.einsum("ia,ai->i", Xd, D[:, drep]))
-            score += _sums_by(drep, Xd * (dw * (y[drow] - pd_))[:, None], n_rep).T
+            score += group_sums(drep, Xd * (dw * (y[drow] - pd_))[:, None], n_rep).T
             step = np.einsum("rab,br->ar", Hinv, score)
             D += step
             size = np.max(np.abs(step), axis=0)
@@ -392,7 +392,7 @@ class LogitProblem:
             pj = special.expit(ej)
             vj = pj * (1 - pj)
             S0 = np.bincount(code, weights=w * pj, minlength=n_s + 1)
-            G = _sums_by(code, Xj * (w * vj)[:, None], n_s + 1)
+            G = group_sums(code, Xj * (w * vj)[:, None], n_s + 1)
             M = _gram_by(code, Xj, w * vj * (1 - 2 * pj), n_s + 1)
             quad_s = 0.5 * np.einsum("ar,rab,br->r", D, M[rep_s], D)
             num = (S0.sum() + G.sum(0) @ D + 0.5 * np.einsum("ar,ab,br->r", D, M.sum(0), D)
@@ -456,11 +456,6 @@ def _delete_one_plan(mult_psu: np.ndarray) -> _DeleteOnePlan | None:
     return _DeleteOnePlan(deleted, stratum_of_rep, factor, stratum_of_psu, rep_of_psu)
 
 
-def _sums_by(codes: np.ndarray, values: np.ndarray, k: int) -> np.ndarray:
-    """Row sums of ``values`` (n, m) by ``codes`` in 0..k-1: (k, m)."""
-    return np.asarray(_onehot(codes, k) @ values)
-
-
 def _gram_by(codes: np.ndarray, X: np.ndarray, weights: np.ndarray, k: int) -> np.ndarray:
     """``X' diag(weights) X`` over the rows of each code: (k, p, p)."""
     out = np.zeros((k, X.shape[1], X.shape[1]))
@@ -487,14 +482,6 @@ def _third_by(codes: np.ndarray, X: np.ndarray, weights: np.ndarray, k: int,
             m = codes[sl] == s
             out[s] += (X[sl][m] * weights[sl][m, None]).T @ outer[m]
     return out
-
-
-def _onehot(codes: np.ndarray, k: int):
-    """Sparse (k, n) matrix summing rows by ``codes``."""
-    from scipy import sparse
-
-    n = len(codes)
-    return sparse.csr_matrix((np.ones(n), (codes, np.arange(n))), shape=(k, n))
 
 
 def _inverse(H: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -1277,24 +1264,16 @@ def multiverse(teachers: pd.DataFrame, *, outcomes=None, covariates=None,
 
     bar = tqdm(total=len(blocks), desc="multiverse", unit="block", disable=not progress)
     if backend == "dask":
-        from dask.distributed import Client, LocalCluster
+        from analysis.stats.parallel import dask_client
 
-        own = client is None
-        if own:
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True)
-            client = Client(cluster)
-        try:
-            shared = client.scatter(data, broadcast=True)
-            futures = [client.submit(_multiverse_block, shared, o, c, pure=False, **kw)
+        with dask_client(client, workers) as dc:
+            shared = dc.scatter(data, broadcast=True)
+            futures = [dc.submit(_multiverse_block, shared, o, c, pure=False, **kw)
                        for o, c in blocks]
             parts = []
             for f in futures:
                 parts.append(f.result())
                 bar.update()
-        finally:
-            if own:
-                client.close()
-                cluster.close()
     elif backend != "loky":
         raise ValueError("backend must be 'loky' or 'dask'")
     elif workers > 1:
